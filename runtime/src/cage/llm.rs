@@ -1,0 +1,172 @@
+//! `clawrun:claw/llm`: the guest's only path to a model.
+//!
+//! This file converts between the WIT types and the host's own, and keeps
+//! the run's open tool invocations; the policy of a call (assignment,
+//! revocation check, decryption, provider request, ledger) is
+//! [`LlmService::call`](crate::service::llm::LlmService::call).
+
+use wasmtime::component::Resource;
+
+use super::bindings::clawrun::claw::llm::{Host, HostToolInvocation};
+use super::bindings::clawrun::claw::types as wit;
+use super::{CageState, ToolInvocation};
+use crate::providers;
+use crate::service::llm::{CallError, GuestRequest};
+
+impl wit::Host for CageState {}
+
+impl Host for CageState {
+    async fn llm_call(
+        &mut self,
+        request: wit::ChatRequest,
+    ) -> wasmtime::Result<Result<wit::Completion, wit::LlmError>> {
+        let tool = self
+            .open_tools
+            .last()
+            .and_then(|rep| {
+                self.table
+                    .get(&Resource::<ToolInvocation>::new_borrow(*rep))
+                    .ok()
+            })
+            .cloned();
+        let request = match guest_request(request) {
+            Ok(r) => r,
+            Err(why) => return Ok(Err(wit::LlmError::InvalidRequest(why))),
+        };
+        let result = self.llm.call(&self.run, tool.as_ref(), request).await;
+        Ok(result.map(completion_to_wit).map_err(error_to_wit))
+    }
+}
+
+impl HostToolInvocation for CageState {
+    async fn new(
+        &mut self,
+        name: String,
+        call_id: Option<String>,
+    ) -> wasmtime::Result<Resource<ToolInvocation>> {
+        let invocation = ToolInvocation {
+            id: crate::service::new_id("ti"),
+            name,
+            call_id,
+        };
+        tracing::debug!(claw = %self.run.claw_name, tool = %invocation.name, invocation = %invocation.id, "tool invocation opened");
+        let resource = self.table.push(invocation)?;
+        self.open_tools.push(resource.rep());
+        Ok(resource)
+    }
+
+    async fn id(&mut self, this: Resource<ToolInvocation>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&this)?.id.clone())
+    }
+
+    async fn drop(&mut self, this: Resource<ToolInvocation>) -> wasmtime::Result<()> {
+        let rep = this.rep();
+        self.open_tools.retain(|open| *open != rep);
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+/// Converts the guest's request, refusing what no provider could take.
+fn guest_request(r: wit::ChatRequest) -> Result<GuestRequest, String> {
+    let mut tools = Vec::with_capacity(r.tools.len());
+    for t in r.tools {
+        let parameters: serde_json::Value = serde_json::from_str(&t.parameters).map_err(|e| {
+            format!(
+                "the parameters of tool `{}` are not valid JSON: {e}",
+                t.name
+            )
+        })?;
+        if !parameters.is_object() {
+            return Err(format!(
+                "the parameters of tool `{}` must be a JSON Schema object",
+                t.name
+            ));
+        }
+        tools.push(providers::ToolDefinition {
+            name: t.name,
+            description: t.description,
+            parameters,
+        });
+    }
+    if r.messages.is_empty() {
+        return Err("the request has no messages: add at least one user message".into());
+    }
+    Ok(GuestRequest {
+        messages: r.messages.into_iter().map(message_from_wit).collect(),
+        tools,
+        max_tokens: r.max_tokens,
+        temperature: r.temperature,
+    })
+}
+
+fn message_from_wit(m: wit::Message) -> providers::Message {
+    providers::Message {
+        role: match m.role {
+            wit::Role::System => providers::Role::System,
+            wit::Role::User => providers::Role::User,
+            wit::Role::Assistant => providers::Role::Assistant,
+            wit::Role::Tool => providers::Role::Tool,
+        },
+        content: m.content,
+        tool_calls: m
+            .tool_calls
+            .into_iter()
+            .map(|c| providers::ToolCall {
+                id: c.id,
+                name: c.name,
+                arguments: c.arguments,
+            })
+            .collect(),
+        tool_call_id: m.tool_call_id,
+    }
+}
+
+fn completion_to_wit(c: providers::Completion) -> wit::Completion {
+    wit::Completion {
+        message: wit::Message {
+            role: wit::Role::Assistant,
+            content: c.message.content,
+            tool_calls: c
+                .message
+                .tool_calls
+                .into_iter()
+                .map(|t| wit::ToolCall {
+                    id: t.id,
+                    name: t.name,
+                    arguments: t.arguments,
+                })
+                .collect(),
+            tool_call_id: None,
+        },
+        finish_reason: match c.finish_reason {
+            providers::FinishReason::Stop => wit::FinishReason::Stop,
+            providers::FinishReason::Length => wit::FinishReason::Length,
+            providers::FinishReason::ToolCalls => wit::FinishReason::ToolCalls,
+            providers::FinishReason::ContentFilter => wit::FinishReason::ContentFilter,
+            providers::FinishReason::Other => wit::FinishReason::Other,
+        },
+        model: c.model,
+        usage: wit::Usage {
+            input_tokens: c.usage.input_tokens,
+            output_tokens: c.usage.output_tokens,
+            cache_read_tokens: c.usage.cache_read_tokens,
+            cache_write_tokens: c.usage.cache_write_tokens,
+            reasoning_tokens: c.usage.reasoning_tokens,
+        },
+    }
+}
+
+fn error_to_wit(e: CallError) -> wit::LlmError {
+    match e {
+        CallError::KeyRevoked => wit::LlmError::KeyRevoked,
+        CallError::NoKeyAssigned => wit::LlmError::NoKeyAssigned,
+        CallError::RateLimited(after) => wit::LlmError::RateLimited(after.as_millis() as u64),
+        CallError::Provider { status, message } => {
+            wit::LlmError::Provider(wit::ProviderError { status, message })
+        }
+        CallError::InvalidRequest(why) => wit::LlmError::InvalidRequest(why),
+        CallError::Timeout => wit::LlmError::Timeout,
+        CallError::Unavailable(why) => wit::LlmError::Unavailable(why),
+    }
+}

@@ -1,0 +1,303 @@
+//! The cage: a Wasmtime instance whose only path to a model is `llm-call`.
+//!
+//! One [`Cage`] per host holds the `Engine`, the `Linker` with the WASI and
+//! clawrun imports, and every claw's compiled component as an `InstancePre`
+//! (compiled once, instantiated per run). Each run gets a fresh `Store`
+//! holding a [`CageState`]: WASI with nothing granted (no directories, no
+//! environment variables, no arguments, no sockets, no name lookup, stdin
+//! closed, stdout and stderr captured in memory), a memory limit, and a
+//! wall-clock deadline enforced by epoch interruption.
+//!
+//! The WIT interfaces are implemented one file each: [`llm`] for
+//! `clawrun:claw/llm`.
+
+mod deploy;
+mod llm;
+
+pub use deploy::{DeployError, MAX_COMPONENT_BYTES};
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::{ClosedInputStream, MemoryOutputPipe};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::service::llm::LlmService;
+
+/// Bindings generated from `wit/claw.wit`.
+pub(crate) mod bindings {
+    #![allow(
+        missing_docs,
+        reason = "generated code; the WIT file documents every item"
+    )]
+
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "claw",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: { "clawrun:claw/llm.tool-invocation": crate::cage::ToolInvocation },
+    });
+}
+
+pub(crate) use bindings::ClawPre;
+
+/// How often the epoch advances; the granularity of run deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Bytes of guest stdout and stderr kept per run; the rest is dropped.
+const CAPTURED_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// Limits applied to every run.
+#[derive(Debug, Clone)]
+pub struct CageLimits {
+    /// Wall-clock time a run may take, host calls included.
+    pub run_deadline: Duration,
+    /// Linear memory a run may grow to, in bytes.
+    pub memory_bytes: usize,
+}
+
+impl Default for CageLimits {
+    fn default() -> Self {
+        Self {
+            run_deadline: Duration::from_secs(300),
+            memory_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Who a run is for: every usage record of the run carries these.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// Organisation.
+    pub org_id: String,
+    /// Claw id.
+    pub claw_id: String,
+    /// Claw name, for logs.
+    pub claw_name: String,
+    /// This run's id.
+    pub run_id: String,
+    /// Conversation the input belongs to.
+    pub conversation_id: String,
+}
+
+/// An open tool invocation, held in the run's resource table.
+#[derive(Debug, Clone)]
+pub struct ToolInvocation {
+    /// Host-assigned id (`ti_…`).
+    pub id: String,
+    /// Tool name, as the claw gave it.
+    pub name: String,
+    /// The model's tool call id, when the claw gave one.
+    pub call_id: Option<String>,
+}
+
+/// The data of one run's `Store`.
+pub struct CageState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    run: RunContext,
+    llm: Arc<LlmService>,
+    /// Resource reps of the tool invocations alive, oldest first.
+    open_tools: Vec<u32>,
+}
+
+impl WasiView for CageState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// How a run ended, when it ran to completion.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// The claw's answer, or the error text it returned.
+    pub result: Result<String, String>,
+    /// What the guest wrote to stdout (bounded).
+    pub stdout: String,
+    /// What the guest wrote to stderr (bounded).
+    pub stderr: String,
+}
+
+/// A run that did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The guest trapped (a panic, an out-of-bounds access, a limit hit).
+    #[error("claw `{claw}` trapped: {message}")]
+    Trap {
+        /// Claw name.
+        claw: String,
+        /// Wasmtime's description of the trap.
+        message: String,
+    },
+    /// The run passed its wall-clock deadline.
+    #[error("claw `{claw}` ran longer than its deadline of {deadline:?} and was stopped")]
+    Deadline {
+        /// Claw name.
+        claw: String,
+        /// The deadline.
+        deadline: Duration,
+    },
+}
+
+/// The engine, linker and compiled claws of one host.
+pub struct Cage {
+    engine: Engine,
+    linker: Linker<CageState>,
+    compiled: Mutex<HashMap<String, ClawPre<CageState>>>,
+    limits: CageLimits,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Cage {
+    /// Creates the engine and linker, and starts the epoch ticker thread.
+    ///
+    /// # Errors
+    ///
+    /// When Wasmtime rejects the configuration or the linker cannot be built.
+    pub fn new(limits: CageLimits) -> wasmtime::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::Claw::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (stop, ticking) = (ticker_stop.clone(), engine.clone());
+        std::thread::Builder::new()
+            .name("clawrun-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(wasmtime::Error::from)?;
+
+        Ok(Self {
+            engine,
+            linker,
+            compiled: Mutex::default(),
+            limits,
+            ticker_stop,
+        })
+    }
+
+    /// The compiled claw with this digest, compiling `bytes` the first time.
+    ///
+    /// # Errors
+    ///
+    /// A [`DeployError`] saying what is wrong with the component.
+    pub fn prepare(&self, digest: &str, bytes: &[u8]) -> Result<ClawPre<CageState>, DeployError> {
+        if let Some(pre) = self.lock_compiled().get(digest) {
+            return Ok(pre.clone());
+        }
+        let pre = deploy::compile(&self.engine, &self.linker, bytes)?;
+        self.lock_compiled().insert(digest.to_owned(), pre.clone());
+        Ok(pre)
+    }
+
+    /// Checks that `bytes` is a claw component this host can run, without
+    /// keeping it.
+    ///
+    /// # Errors
+    ///
+    /// A [`DeployError`] saying what is wrong.
+    pub fn validate(&self, bytes: &[u8]) -> Result<(), DeployError> {
+        deploy::compile(&self.engine, &self.linker, bytes).map(drop)
+    }
+
+    fn lock_compiled(&self) -> std::sync::MutexGuard<'_, HashMap<String, ClawPre<CageState>>> {
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs the claw's `run` export on `input` in a fresh store.
+    ///
+    /// # Errors
+    ///
+    /// A [`RunError`] when the guest traps or passes its deadline; the
+    /// usage of every call it made before is already recorded.
+    pub async fn run(
+        &self,
+        pre: &ClawPre<CageState>,
+        run: RunContext,
+        llm: Arc<LlmService>,
+        input: &str,
+    ) -> Result<RunOutput, RunError> {
+        let stdout = MemoryOutputPipe::new(CAPTURED_OUTPUT_BYTES);
+        let stderr = MemoryOutputPipe::new(CAPTURED_OUTPUT_BYTES);
+        let wasi = WasiCtx::builder()
+            .stdin(ClosedInputStream)
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let claw = run.claw_name.clone();
+        let state = CageState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .build(),
+            run,
+            llm,
+            open_tools: Vec::new(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let deadline = self.limits.run_deadline;
+        let ticks = (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let trap = |e: wasmtime::Error| {
+            if matches!(
+                e.downcast_ref::<wasmtime::Trap>(),
+                Some(wasmtime::Trap::Interrupt)
+            ) {
+                RunError::Deadline {
+                    claw: claw.clone(),
+                    deadline,
+                }
+            } else {
+                RunError::Trap {
+                    claw: claw.clone(),
+                    message: format!("{e:#}"),
+                }
+            }
+        };
+        let conversation_id = store.data().run.conversation_id.clone();
+        let outcome = tokio::time::timeout(deadline, async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.call_run(&mut store, input, &conversation_id).await
+        })
+        .await;
+        let result = match outcome {
+            Err(_elapsed) => return Err(RunError::Deadline { claw, deadline }),
+            Ok(Err(e)) => return Err(trap(e)),
+            Ok(Ok(result)) => result,
+        };
+        Ok(RunOutput {
+            result,
+            stdout: String::from_utf8_lossy(&stdout.contents()).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr.contents()).into_owned(),
+        })
+    }
+}
+
+impl Drop for Cage {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}

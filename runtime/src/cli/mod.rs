@@ -1,0 +1,396 @@
+//! The command line: argument parsing and output formatting only; every
+//! operation is in [`crate::service`].
+
+mod output;
+mod secret;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::db::UsageGroup;
+use crate::providers::ProviderKind;
+use crate::service::{self, Service};
+use output::Table;
+
+/// Run AI agents compiled to WebAssembly, holding your provider keys for them.
+#[derive(Debug, Parser)]
+#[command(name = "clawrun", version, about)]
+struct Cli {
+    /// Data directory (database and master key file).
+    #[arg(long, global = true, env = "CLAWRUN_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the data directory, master key file and database.
+    Init,
+    /// Add, list, rotate and revoke provider keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Deploy claws and assign them a key and model.
+    #[command(subcommand)]
+    Claws(ClawsCommand),
+    /// Run a claw on one input.
+    Run(RunArgs),
+    /// Show token usage.
+    Usage(UsageArgs),
+    /// Serve an emulator of the provider APIs on loopback, for offline work.
+    DevProvider {
+        /// Address to listen on; must be a loopback address.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add a provider key. The key itself is read from stdin, or from a
+    /// prompt that does not echo; it is never taken as an argument.
+    Add {
+        /// Name of the key in this organisation.
+        name: String,
+        /// Provider kind: openai or anthropic.
+        #[arg(long)]
+        provider: ProviderKind,
+        /// Base URL as the provider's SDK takes it (https, or http on loopback).
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store a new version of a key, read from stdin or a prompt.
+    Rotate {
+        /// Name of the key.
+        name: String,
+    },
+    /// Revoke a key: no request with it starts after this returns.
+    Revoke {
+        /// Name of the key.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClawsCommand {
+    /// Deploy a claw component (a .wasm built for wasm32-wasip2).
+    Deploy {
+        /// The component file.
+        file: PathBuf,
+        /// Name of the claw.
+        #[arg(long)]
+        name: String,
+    },
+    /// Assign a key and model to a claw; its next call uses them.
+    Assign {
+        /// Name of the claw.
+        name: String,
+        /// Name of the key.
+        #[arg(long)]
+        key: String,
+        /// Model name, as the provider spells it.
+        #[arg(long)]
+        model: String,
+    },
+    /// List claws.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Name of the claw.
+    name: String,
+    /// Conversation id; a new one is made when absent.
+    #[arg(long)]
+    conversation: Option<String>,
+    /// Input text; read from stdin when absent.
+    #[arg(long)]
+    input: Option<String>,
+    /// Print JSON: output, run id and usage records.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct UsageArgs {
+    /// Group by claw, conversation, tool, key or model.
+    #[arg(long, default_value = "claw")]
+    by: UsageGroup,
+    /// Only this claw.
+    #[arg(long)]
+    claw: Option<String>,
+    /// Only this conversation.
+    #[arg(long)]
+    conversation: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `CLAWRUN_LOG` (default `warn`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLAWRUN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn data_dir(cli: &Cli) -> PathBuf {
+    if let Some(dir) = &cli.data_dir {
+        return dir.clone();
+    }
+    match std::env::var_os("XDG_DATA_HOME").or_else(|| std::env::var_os("HOME")) {
+        Some(base) if std::env::var_os("XDG_DATA_HOME").is_some() => {
+            Path::new(&base).join("clawrun")
+        }
+        Some(home) => Path::new(&home).join(".local/share/clawrun"),
+        None => PathBuf::from(".clawrun"),
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let dir = data_dir(&cli);
+    match cli.command {
+        Command::Init => {
+            let report = service::init(&dir)?;
+            if report.already {
+                println!(
+                    "clawrun data directory {} is already initialised",
+                    dir.display()
+                );
+            } else {
+                println!("initialised clawrun data directory {}", dir.display());
+            }
+            if report.wrote_master_key {
+                println!(
+                    "master key written to {} (mode 0600): back it up; without it the stored keys cannot be opened",
+                    dir.join(crate::vault::MASTER_KEY_FILE).display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(cmd) => keys(&Service::open(&dir)?, cmd),
+        Command::Claws(cmd) => claws(&Service::open(&dir)?, cmd),
+        Command::Run(args) => run(&Service::open(&dir)?, args).await,
+        Command::Usage(args) => usage(&Service::open(&dir)?, args),
+        Command::DevProvider { listen } => dev_provider(listen).await,
+    }
+}
+
+fn keys(svc: &Service, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeysCommand::Add {
+            name,
+            provider,
+            base_url,
+        } => {
+            let secret = secret::read(&format!("API key for `{name}`"))?;
+            let row = svc.keys_add(&name, provider, base_url.as_deref(), secret)?;
+            println!(
+                "added key `{}` ({}, {}, version {})",
+                row.name, row.provider, row.hint, row.version
+            );
+        }
+        KeysCommand::List { json } => {
+            let rows = svc.keys_list()?;
+            if json {
+                output::print_json(&rows.iter().map(output::key_json).collect::<Vec<_>>())?;
+            } else {
+                output::keys_table(&rows).print();
+            }
+        }
+        KeysCommand::Rotate { name } => {
+            let secret = secret::read(&format!("new API key for `{name}`"))?;
+            let row = svc.keys_rotate(&name, secret)?;
+            println!(
+                "rotated key `{}` to version {} ({})",
+                row.name, row.version, row.hint
+            );
+        }
+        KeysCommand::Revoke { name } => {
+            let row = svc.keys_revoke(&name)?;
+            println!(
+                "revoked key `{}`: no request with it starts from now on",
+                row.name
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn claws(svc: &Service, cmd: ClawsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ClawsCommand::Deploy { file, name } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let row = svc.claws_deploy(&name, &bytes)?;
+            println!(
+                "deployed claw `{}` ({} bytes, sha256 {})",
+                row.name,
+                row.size,
+                &row.digest[..16]
+            );
+            if row.model.is_none() {
+                println!(
+                    "next: clawrun claws assign {} --key KEY --model MODEL",
+                    row.name
+                );
+            }
+        }
+        ClawsCommand::Assign { name, key, model } => {
+            let row = svc.claws_assign(&name, &key, &model)?;
+            println!(
+                "claw `{}` now uses key `{}` with model `{}` from its next call",
+                row.name,
+                row.key_name.unwrap_or_default(),
+                row.model.unwrap_or_default()
+            );
+        }
+        ClawsCommand::List { json } => {
+            let rows = svc.claws_list()?;
+            if json {
+                output::print_json(&rows.iter().map(output::claw_json).collect::<Vec<_>>())?;
+            } else {
+                output::claws_table(&rows).print();
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(svc: &Service, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let input = match args.input {
+        Some(text) => text,
+        None => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read the input from stdin")?;
+            text
+        }
+    };
+    let conversation = args.conversation.unwrap_or_else(|| service::new_id("conv"));
+    let report = svc.run(&args.name, &conversation, &input).await?;
+    if !report.output.stderr.is_empty() {
+        tracing::debug!(claw = %args.name, stderr = %report.output.stderr, "guest stderr");
+    }
+    if args.json {
+        output::print_json(&serde_json::json!({
+            "run_id": report.run_id,
+            "conversation_id": report.conversation_id,
+            "output": report.output.result.as_ref().ok(),
+            "error": report.output.result.as_ref().err(),
+            "usage": report.usage,
+        }))?;
+    } else {
+        match &report.output.result {
+            Ok(text) => println!("{text}"),
+            Err(_) => {}
+        }
+        let (input, output) = report.usage.iter().fold((0, 0), |(i, o), u| {
+            (i + u.input_tokens, o + u.output_tokens)
+        });
+        eprintln!(
+            "run {} (conversation {}): {} model call(s), {input} input and {output} output tokens",
+            report.run_id,
+            report.conversation_id,
+            report.usage.len()
+        );
+    }
+    match report.output.result {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(why) => bail!("claw `{}` returned an error: {why}", args.name),
+    }
+}
+
+fn usage(svc: &Service, args: UsageArgs) -> anyhow::Result<ExitCode> {
+    let totals = svc.usage(args.by, args.claw.as_deref(), args.conversation.as_deref())?;
+    if args.json {
+        output::print_json(&totals)?;
+    } else {
+        let mut table = Table::new(&[
+            "GROUP",
+            "CALLS",
+            "INPUT",
+            "OUTPUT",
+            "CACHE READ",
+            "CACHE WRITE",
+            "REASONING",
+        ]);
+        for t in &totals {
+            table.row(vec![
+                t.group.clone(),
+                t.calls.to_string(),
+                t.input_tokens.to_string(),
+                t.output_tokens.to_string(),
+                t.cache_read_tokens.to_string(),
+                t.cache_write_tokens.to_string(),
+                t.reasoning_tokens.to_string(),
+            ]);
+        }
+        table.print();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dev_provider(listen: SocketAddr) -> anyhow::Result<ExitCode> {
+    if !listen.ip().is_loopback() {
+        bail!("dev-provider listens on loopback only: use an address like 127.0.0.1:8787");
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "dev-provider listening on http://{addr}")?;
+    writeln!(out, "  openai base URL:    http://{addr}/v1")?;
+    writeln!(out, "  anthropic base URL: http://{addr}")?;
+    out.flush()?;
+    drop(out);
+    tokio::select! {
+        served = crate::providers::dev::serve(listener) => served?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,295 @@
+//! Persistence: organisations, provider keys, claws and usage records.
+//!
+//! The [`Db`] trait is what the rest of the host uses; [`SqliteDb`] is the
+//! embedded default (one SQLite file in the data directory, WAL mode,
+//! migrations embedded in the binary). A shared server backend is another
+//! implementation of the same trait.
+
+mod sqlite;
+
+pub use sqlite::{DB_FILE, SqliteDb};
+
+/// Errors of the persistence layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The underlying database failed.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A row with the same unique name exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The database was written by a newer clawrun.
+    #[error(
+        "the database schema is version {found}, newer than this clawrun knows ({known}): upgrade clawrun"
+    )]
+    TooNew {
+        /// Version found.
+        found: i64,
+        /// Newest version this build knows.
+        known: i64,
+    },
+}
+
+/// An organisation.
+#[derive(Debug, Clone)]
+pub struct OrgRow {
+    /// Identifier (`org_…`).
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Its data key, wrapped by the master key.
+    pub wrapped_data_key: Vec<u8>,
+    /// Creation time.
+    pub created_at_ms: i64,
+}
+
+/// Whether a key may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Usable.
+    Active,
+    /// Revoked: no request may be sent with it.
+    Revoked,
+}
+
+impl KeyState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Revoked => "revoked",
+        }
+    }
+}
+
+/// A provider key row. `ciphertext` is sealed by the vault.
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    /// Identifier (`key_…`).
+    pub id: String,
+    /// Owning organisation.
+    pub org_id: String,
+    /// Name, unique in the organisation.
+    pub name: String,
+    /// Provider kind name.
+    pub provider: String,
+    /// Base URL, fixed when the key is added.
+    pub base_url: String,
+    /// The sealed key.
+    pub ciphertext: Vec<u8>,
+    /// Version, 1 on add, incremented by each rotation.
+    pub version: i64,
+    /// State.
+    pub state: KeyState,
+    /// HMAC fingerprint.
+    pub fingerprint: String,
+    /// Short hint like `sk-...3xQa`.
+    pub hint: String,
+    /// When added.
+    pub created_at_ms: i64,
+    /// When last rotated.
+    pub rotated_at_ms: Option<i64>,
+    /// When revoked.
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A deployed claw (its component bytes are read separately).
+#[derive(Debug, Clone)]
+pub struct ClawRow {
+    /// Identifier (`claw_…`).
+    pub id: String,
+    /// Owning organisation.
+    pub org_id: String,
+    /// Name, unique in the organisation.
+    pub name: String,
+    /// SHA-256 of the component, hex.
+    pub digest: String,
+    /// Size of the component in bytes.
+    pub size: i64,
+    /// Assigned key's name, if any.
+    pub key_name: Option<String>,
+    /// Assigned model, if any.
+    pub model: Option<String>,
+    /// First deployed.
+    pub created_at_ms: i64,
+    /// Last deployed or assigned.
+    pub updated_at_ms: i64,
+}
+
+/// Everything one `llm-call` needs, read in one query at call time.
+#[derive(Debug, Clone)]
+pub struct CallTarget {
+    /// The organisation's wrapped data key.
+    pub wrapped_data_key: Vec<u8>,
+    /// The assigned key as it is now.
+    pub key: KeyRow,
+    /// The assigned model.
+    pub model: String,
+}
+
+/// One provider call's usage, as written to the ledger.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct UsageRecord {
+    /// When the call ended.
+    pub at_ms: i64,
+    /// Organisation.
+    pub org_id: String,
+    /// Claw.
+    pub claw_id: String,
+    /// The run (one invocation of the claw's export).
+    pub run_id: String,
+    /// Conversation.
+    pub conversation_id: String,
+    /// Tool invocation the call was made in, if any.
+    pub tool_invocation_id: Option<String>,
+    /// Tool name of that invocation.
+    pub tool_name: Option<String>,
+    /// The model's tool call id that invocation answers.
+    pub tool_call_id: Option<String>,
+    /// Key used.
+    pub key_id: String,
+    /// Version of the key used.
+    pub key_version: i64,
+    /// Provider kind.
+    pub provider: String,
+    /// Model from the assignment.
+    pub model_requested: String,
+    /// Model the provider says answered.
+    pub model_returned: Option<String>,
+    /// `gen_ai.usage.input_tokens` (cache included).
+    pub input_tokens: i64,
+    /// `gen_ai.usage.output_tokens` (reasoning included).
+    pub output_tokens: i64,
+    /// `gen_ai.usage.cache_read.input_tokens`.
+    pub cache_read_tokens: i64,
+    /// `gen_ai.usage.cache_creation.input_tokens`.
+    pub cache_write_tokens: i64,
+    /// `gen_ai.usage.reasoning.output_tokens`.
+    pub reasoning_tokens: i64,
+    /// Provider usage object as received (JSON).
+    pub raw_usage: Option<String>,
+    /// `reported` by the provider, `estimated`, or `none` when the call
+    /// failed before any usage could exist.
+    pub source: String,
+    /// Time spent waiting on the provider.
+    pub latency_ms: i64,
+    /// `ok`, or the error kind.
+    pub outcome: String,
+}
+
+/// Which usage records a query covers.
+#[derive(Debug, Clone, Default)]
+pub struct UsageFilter {
+    /// Organisation (always required).
+    pub org_id: String,
+    /// Only this claw id.
+    pub claw_id: Option<String>,
+    /// Only this conversation.
+    pub conversation_id: Option<String>,
+    /// Only this run.
+    pub run_id: Option<String>,
+}
+
+/// How usage is grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    /// Per claw.
+    Claw,
+    /// Per conversation.
+    Conversation,
+    /// Per tool invocation (calls outside tools are one group).
+    Tool,
+    /// Per provider key.
+    Key,
+    /// Per model returned.
+    Model,
+}
+
+impl std::str::FromStr for UsageGroup {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "claw" => UsageGroup::Claw,
+            "conversation" => UsageGroup::Conversation,
+            "tool" => UsageGroup::Tool,
+            "key" => UsageGroup::Key,
+            "model" => UsageGroup::Model,
+            other => {
+                return Err(format!(
+                    "cannot group usage by `{other}`: use claw, conversation, tool, key or model"
+                ));
+            }
+        })
+    }
+}
+
+/// Token totals of one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UsageTotals {
+    /// The group's label (claw name, conversation id, `tool/invocation`, …).
+    pub group: String,
+    /// Provider calls.
+    pub calls: i64,
+    /// Input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Cache-read input tokens.
+    pub cache_read_tokens: i64,
+    /// Cache-write input tokens.
+    pub cache_write_tokens: i64,
+    /// Reasoning output tokens.
+    pub reasoning_tokens: i64,
+}
+
+/// The operations the host needs from its persistence backend.
+///
+/// # Errors
+///
+/// Every method returns [`DbError`] when the backend fails.
+pub trait Db: Send + Sync {
+    /// Creates an organisation.
+    fn org_create(&self, org: &OrgRow) -> Result<(), DbError>;
+    /// Finds an organisation by name.
+    fn org_by_name(&self, name: &str) -> Result<Option<OrgRow>, DbError>;
+    /// Stores a new key.
+    fn key_insert(&self, key: &KeyRow) -> Result<(), DbError>;
+    /// Finds a key by name.
+    fn key_by_name(&self, org_id: &str, name: &str) -> Result<Option<KeyRow>, DbError>;
+    /// Lists an organisation's keys by name.
+    fn keys(&self, org_id: &str) -> Result<Vec<KeyRow>, DbError>;
+    /// Replaces a key's ciphertext with a new version's.
+    fn key_rotate(&self, rotated: &KeyRow) -> Result<(), DbError>;
+    /// Marks a key revoked; false when it was already revoked.
+    fn key_revoke(&self, key_id: &str, at_ms: i64) -> Result<bool, DbError>;
+    /// Stores a claw, replacing the component of an existing one of the same
+    /// name (its assignment is kept).
+    fn claw_deploy(&self, claw: &ClawRow, component: &[u8]) -> Result<(), DbError>;
+    /// Finds a claw by name.
+    fn claw_by_name(&self, org_id: &str, name: &str) -> Result<Option<ClawRow>, DbError>;
+    /// A claw's component bytes.
+    fn claw_component(&self, claw_id: &str) -> Result<Vec<u8>, DbError>;
+    /// Lists an organisation's claws by name.
+    fn claws(&self, org_id: &str) -> Result<Vec<ClawRow>, DbError>;
+    /// Assigns a key and model to a claw.
+    fn claw_assign(
+        &self,
+        claw_id: &str,
+        key_id: &str,
+        model: &str,
+        at_ms: i64,
+    ) -> Result<(), DbError>;
+    /// Reads a claw's assignment and its key as they are now.
+    fn call_target(&self, claw_id: &str) -> Result<Option<CallTarget>, DbError>;
+    /// Appends a usage record durably.
+    fn usage_insert(&self, record: &UsageRecord) -> Result<(), DbError>;
+    /// Usage records matching `filter`, oldest first.
+    fn usage_records(&self, filter: &UsageFilter) -> Result<Vec<UsageRecord>, DbError>;
+    /// Usage totals matching `filter`, grouped by `group`.
+    fn usage_totals(
+        &self,
+        filter: &UsageFilter,
+        group: UsageGroup,
+    ) -> Result<Vec<UsageTotals>, DbError>;
+}

@@ -1,0 +1,513 @@
+//! The embedded SQLite backend.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{
+    CallTarget, ClawRow, Db, DbError, KeyRow, KeyState, OrgRow, UsageFilter, UsageGroup,
+    UsageRecord, UsageTotals,
+};
+
+/// File name of the database in the data directory.
+pub const DB_FILE: &str = "clawrun.db";
+
+/// Migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// SQLite in the data directory, in WAL mode.
+///
+/// One connection per process, behind a mutex: every statement is short, and
+/// SQLite serialises writers anyway. Other processes sharing the data
+/// directory (a `clawrun serve` and the CLI) see each committed write on
+/// their next read, which is what makes revocation immediate everywhere.
+pub struct SqliteDb {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteDb {
+    /// Opens (creating if needed) the database in `data_dir` and applies
+    /// pending migrations.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened, or was written by a newer clawrun.
+    pub fn open(data_dir: &Path) -> Result<Self, DbError> {
+        let conn = Connection::open(data_dir.join(DB_FILE))?;
+        Self::configure(conn)
+    }
+
+    /// An in-memory database, for tests and benchmarks.
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteDb::open`].
+    pub fn in_memory() -> Result<Self, DbError> {
+        Self::configure(Connection::open_in_memory()?)
+    }
+
+    fn configure(mut conn: Connection) -> Result<Self, DbError> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // FULL synchronous: a usage record is on disk before llm-call
+        // returns. secure_delete: a rotated key's old ciphertext is zeroed.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA secure_delete = ON;",
+        )?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(DbError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic mid-statement leaves SQLite itself consistent (the
+        // statement's transaction rolls back), so the connection stays usable.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn conflict(e: rusqlite::Error, what: impl FnOnce() -> String) -> DbError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            DbError::Conflict(what())
+        }
+        other => DbError::Sqlite(other),
+    }
+}
+
+const KEY_COLUMNS: &str = "id, org_id, name, provider, base_url, ciphertext, version, state, \
+     fingerprint, hint, created_at_ms, rotated_at_ms, revoked_at_ms";
+
+fn key_row(r: &Row<'_>, at: usize) -> rusqlite::Result<KeyRow> {
+    let state: String = r.get(at + 7)?;
+    Ok(KeyRow {
+        id: r.get(at)?,
+        org_id: r.get(at + 1)?,
+        name: r.get(at + 2)?,
+        provider: r.get(at + 3)?,
+        base_url: r.get(at + 4)?,
+        ciphertext: r.get(at + 5)?,
+        version: r.get(at + 6)?,
+        state: if state == "active" {
+            KeyState::Active
+        } else {
+            KeyState::Revoked
+        },
+        fingerprint: r.get(at + 8)?,
+        hint: r.get(at + 9)?,
+        created_at_ms: r.get(at + 10)?,
+        rotated_at_ms: r.get(at + 11)?,
+        revoked_at_ms: r.get(at + 12)?,
+    })
+}
+
+const CLAW_COLUMNS: &str = "c.id, c.org_id, c.name, c.digest, length(c.component), k.name, c.model, \
+     c.created_at_ms, c.updated_at_ms FROM claws c LEFT JOIN provider_keys k ON k.id = c.key_id";
+
+fn claw_row(r: &Row<'_>) -> rusqlite::Result<ClawRow> {
+    Ok(ClawRow {
+        id: r.get(0)?,
+        org_id: r.get(1)?,
+        name: r.get(2)?,
+        digest: r.get(3)?,
+        size: r.get(4)?,
+        key_name: r.get(5)?,
+        model: r.get(6)?,
+        created_at_ms: r.get(7)?,
+        updated_at_ms: r.get(8)?,
+    })
+}
+
+const USAGE_COLUMNS: &str = "at_ms, org_id, claw_id, run_id, conversation_id, tool_invocation_id, \
+     tool_name, tool_call_id, key_id, key_version, provider, model_requested, model_returned, \
+     input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, \
+     raw_usage, source, latency_ms, outcome";
+
+fn usage_row(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
+    Ok(UsageRecord {
+        at_ms: r.get(0)?,
+        org_id: r.get(1)?,
+        claw_id: r.get(2)?,
+        run_id: r.get(3)?,
+        conversation_id: r.get(4)?,
+        tool_invocation_id: r.get(5)?,
+        tool_name: r.get(6)?,
+        tool_call_id: r.get(7)?,
+        key_id: r.get(8)?,
+        key_version: r.get(9)?,
+        provider: r.get(10)?,
+        model_requested: r.get(11)?,
+        model_returned: r.get(12)?,
+        input_tokens: r.get(13)?,
+        output_tokens: r.get(14)?,
+        cache_read_tokens: r.get(15)?,
+        cache_write_tokens: r.get(16)?,
+        reasoning_tokens: r.get(17)?,
+        raw_usage: r.get(18)?,
+        source: r.get(19)?,
+        latency_ms: r.get(20)?,
+        outcome: r.get(21)?,
+    })
+}
+
+/// The WHERE clause and parameters of a usage filter.
+fn usage_where(filter: &UsageFilter) -> (String, Vec<String>) {
+    let mut clause = String::from("u.org_id = ?1");
+    let mut args = vec![filter.org_id.clone()];
+    for (column, value) in [
+        ("u.claw_id", &filter.claw_id),
+        ("u.conversation_id", &filter.conversation_id),
+        ("u.run_id", &filter.run_id),
+    ] {
+        if let Some(v) = value {
+            args.push(v.clone());
+            clause.push_str(&format!(" AND {column} = ?{}", args.len()));
+        }
+    }
+    (clause, args)
+}
+
+impl Db for SqliteDb {
+    fn org_create(&self, org: &OrgRow) -> Result<(), DbError> {
+        self.conn()
+            .execute(
+                "INSERT INTO orgs (id, name, wrapped_data_key, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![org.id, org.name, org.wrapped_data_key, org.created_at_ms],
+            )
+            .map_err(|e| conflict(e, || format!("an organisation named `{}`", org.name)))?;
+        Ok(())
+    }
+
+    fn org_by_name(&self, name: &str) -> Result<Option<OrgRow>, DbError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, name, wrapped_data_key, created_at_ms FROM orgs WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(OrgRow {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        wrapped_data_key: r.get(2)?,
+                        created_at_ms: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn key_insert(&self, k: &KeyRow) -> Result<(), DbError> {
+        self.conn()
+            .execute(
+                &format!("INSERT INTO provider_keys ({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"),
+                params![
+                    k.id, k.org_id, k.name, k.provider, k.base_url, k.ciphertext, k.version,
+                    k.state.as_str(), k.fingerprint, k.hint, k.created_at_ms, k.rotated_at_ms,
+                    k.revoked_at_ms
+                ],
+            )
+            .map_err(|e| conflict(e, || format!("a key named `{}`", k.name)))?;
+        Ok(())
+    }
+
+    fn key_by_name(&self, org_id: &str, name: &str) -> Result<Option<KeyRow>, DbError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {KEY_COLUMNS} FROM provider_keys WHERE org_id = ?1 AND name = ?2"),
+                [org_id, name],
+                |r| key_row(r, 0),
+            )
+            .optional()?)
+    }
+
+    fn keys(&self, org_id: &str) -> Result<Vec<KeyRow>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {KEY_COLUMNS} FROM provider_keys WHERE org_id = ?1 ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([org_id], |r| key_row(r, 0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn key_rotate(&self, k: &KeyRow) -> Result<(), DbError> {
+        self.conn().execute(
+            "UPDATE provider_keys SET ciphertext = ?2, version = ?3, fingerprint = ?4, hint = ?5,
+             rotated_at_ms = ?6 WHERE id = ?1",
+            params![
+                k.id,
+                k.ciphertext,
+                k.version,
+                k.fingerprint,
+                k.hint,
+                k.rotated_at_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn key_revoke(&self, key_id: &str, at_ms: i64) -> Result<bool, DbError> {
+        let changed = self.conn().execute(
+            "UPDATE provider_keys SET state = 'revoked', revoked_at_ms = ?2
+             WHERE id = ?1 AND state = 'active'",
+            params![key_id, at_ms],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn claw_deploy(&self, c: &ClawRow, component: &[u8]) -> Result<(), DbError> {
+        self.conn().execute(
+            "INSERT INTO claws (id, org_id, name, component, digest, created_at_ms, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+             ON CONFLICT (org_id, name) DO UPDATE SET
+                component = excluded.component, digest = excluded.digest,
+                updated_at_ms = excluded.updated_at_ms",
+            params![c.id, c.org_id, c.name, component, c.digest, c.updated_at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn claw_by_name(&self, org_id: &str, name: &str) -> Result<Option<ClawRow>, DbError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {CLAW_COLUMNS} WHERE c.org_id = ?1 AND c.name = ?2"),
+                [org_id, name],
+                claw_row,
+            )
+            .optional()?)
+    }
+
+    fn claw_component(&self, claw_id: &str) -> Result<Vec<u8>, DbError> {
+        Ok(self.conn().query_row(
+            "SELECT component FROM claws WHERE id = ?1",
+            [claw_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn claws(&self, org_id: &str) -> Result<Vec<ClawRow>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {CLAW_COLUMNS} WHERE c.org_id = ?1 ORDER BY c.name"
+        ))?;
+        let rows = stmt.query_map([org_id], claw_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn claw_assign(
+        &self,
+        claw_id: &str,
+        key_id: &str,
+        model: &str,
+        at_ms: i64,
+    ) -> Result<(), DbError> {
+        self.conn().execute(
+            "UPDATE claws SET key_id = ?2, model = ?3, updated_at_ms = ?4 WHERE id = ?1",
+            params![claw_id, key_id, model, at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn call_target(&self, claw_id: &str) -> Result<Option<CallTarget>, DbError> {
+        let key_columns = KEY_COLUMNS
+            .split(", ")
+            .map(|c| format!("k.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT o.wrapped_data_key, c.model, {key_columns}
+                     FROM claws c
+                     JOIN provider_keys k ON k.id = c.key_id
+                     JOIN orgs o ON o.id = c.org_id
+                     WHERE c.id = ?1 AND c.model IS NOT NULL"
+                ),
+                [claw_id],
+                |r| {
+                    Ok(CallTarget {
+                        wrapped_data_key: r.get(0)?,
+                        model: r.get(1)?,
+                        key: key_row(r, 2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn usage_insert(&self, u: &UsageRecord) -> Result<(), DbError> {
+        self.conn().execute(
+            &format!(
+                "INSERT INTO usage_records ({USAGE_COLUMNS})
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)"
+            ),
+            params![
+                u.at_ms, u.org_id, u.claw_id, u.run_id, u.conversation_id, u.tool_invocation_id,
+                u.tool_name, u.tool_call_id, u.key_id, u.key_version, u.provider,
+                u.model_requested, u.model_returned, u.input_tokens, u.output_tokens,
+                u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens, u.raw_usage,
+                u.source, u.latency_ms, u.outcome
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn usage_records(&self, filter: &UsageFilter) -> Result<Vec<UsageRecord>, DbError> {
+        let (clause, args) = usage_where(filter);
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {USAGE_COLUMNS} FROM usage_records u WHERE {clause} ORDER BY u.id"
+        ))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), usage_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn usage_totals(
+        &self,
+        filter: &UsageFilter,
+        group: UsageGroup,
+    ) -> Result<Vec<UsageTotals>, DbError> {
+        let label = match group {
+            UsageGroup::Claw => "COALESCE(c.name, u.claw_id)",
+            UsageGroup::Conversation => "u.conversation_id",
+            UsageGroup::Tool => {
+                "COALESCE(u.tool_name || '/' || u.tool_invocation_id, '(outside tools)')"
+            }
+            UsageGroup::Key => "COALESCE(k.name, u.key_id) || ' v' || u.key_version",
+            UsageGroup::Model => "COALESCE(u.model_returned, u.model_requested)",
+        };
+        let (clause, args) = usage_where(filter);
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {label} AS grp, COUNT(*), SUM(u.input_tokens), SUM(u.output_tokens),
+                    SUM(u.cache_read_tokens), SUM(u.cache_write_tokens), SUM(u.reasoning_tokens)
+             FROM usage_records u
+             LEFT JOIN claws c ON c.id = u.claw_id
+             LEFT JOIN provider_keys k ON k.id = u.key_id
+             WHERE {clause}
+             GROUP BY grp ORDER BY MIN(u.id)"
+        ))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(UsageTotals {
+                group: r.get(0)?,
+                calls: r.get(1)?,
+                input_tokens: r.get(2)?,
+                output_tokens: r.get(3)?,
+                cache_read_tokens: r.get(4)?,
+                cache_write_tokens: r.get(5)?,
+                reasoning_tokens: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn org(db: &SqliteDb) -> OrgRow {
+        let org = OrgRow {
+            id: "org_1".into(),
+            name: "default".into(),
+            wrapped_data_key: vec![1],
+            created_at_ms: 1,
+        };
+        db.org_create(&org).expect("creates");
+        org
+    }
+
+    fn key(org: &OrgRow, name: &str) -> KeyRow {
+        KeyRow {
+            id: format!("key_{name}"),
+            org_id: org.id.clone(),
+            name: name.into(),
+            provider: "openai".into(),
+            base_url: "https://api.openai.com/v1".into(),
+            ciphertext: vec![9; 40],
+            version: 1,
+            state: KeyState::Active,
+            fingerprint: "f".into(),
+            hint: "sk-...abcd".into(),
+            created_at_ms: 2,
+            rotated_at_ms: None,
+            revoked_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn migrations_are_idempotent_across_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = SqliteDb::open(dir.path()).expect("opens");
+        org(&db);
+        drop(db);
+        let db = SqliteDb::open(dir.path()).expect("reopens");
+        assert!(db.org_by_name("default").expect("reads").is_some());
+    }
+
+    #[test]
+    fn duplicate_key_name_is_a_conflict() {
+        let db = SqliteDb::in_memory().expect("opens");
+        let org = org(&db);
+        db.key_insert(&key(&org, "main")).expect("inserts");
+        let err = db
+            .key_insert(&KeyRow {
+                id: "key_other".into(),
+                ..key(&org, "main")
+            })
+            .expect_err("dup");
+        assert!(matches!(err, DbError::Conflict(_)), "{err}");
+    }
+
+    #[test]
+    fn call_target_follows_assignment_and_state() {
+        let db = SqliteDb::in_memory().expect("opens");
+        let org = org(&db);
+        let k = key(&org, "main");
+        db.key_insert(&k).expect("inserts");
+        let claw = ClawRow {
+            id: "claw_1".into(),
+            org_id: org.id.clone(),
+            name: "hello".into(),
+            digest: "d".into(),
+            size: 0,
+            key_name: None,
+            model: None,
+            created_at_ms: 3,
+            updated_at_ms: 3,
+        };
+        db.claw_deploy(&claw, b"wasm").expect("deploys");
+        assert!(db.call_target("claw_1").expect("reads").is_none());
+        db.claw_assign("claw_1", &k.id, "gpt-4o-mini", 4)
+            .expect("assigns");
+        let target = db.call_target("claw_1").expect("reads").expect("assigned");
+        assert_eq!(target.model, "gpt-4o-mini");
+        assert_eq!(target.key.state, KeyState::Active);
+        assert!(db.key_revoke(&k.id, 5).expect("revokes"));
+        assert!(!db.key_revoke(&k.id, 6).expect("idempotent"));
+        let target = db.call_target("claw_1").expect("reads").expect("assigned");
+        assert_eq!(target.key.state, KeyState::Revoked);
+        assert_eq!(target.key.revoked_at_ms, Some(5));
+    }
+}

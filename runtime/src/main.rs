@@ -1,0 +1,5 @@
+//! The `clawrun` binary.
+
+fn main() -> std::process::ExitCode {
+    clawrun::cli::main()
+}

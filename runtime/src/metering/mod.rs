@@ -1,0 +1,113 @@
+//! Metering: turning a provider call into a usage record.
+//!
+//! Counts follow the OpenTelemetry GenAI conventions: input includes cache
+//! reads and writes, output includes reasoning, and the breakdowns are kept
+//! apart. When a provider reports no usage for a call that succeeded, the
+//! counts are estimated at four characters a token and the record says so.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::cage::{RunContext, ToolInvocation};
+use crate::db::{CallTarget, UsageRecord};
+use crate::providers::{ChatRequest, Completion, ProviderError, ProviderKind, Usage};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// The usage record of one provider call.
+pub fn record(
+    run: &RunContext,
+    tool: Option<&ToolInvocation>,
+    target: &CallTarget,
+    kind: ProviderKind,
+    request: &ChatRequest,
+    result: &Result<Completion, ProviderError>,
+    latency: Duration,
+) -> UsageRecord {
+    let (usage, source, raw, model_returned, outcome) = match result {
+        Ok(done) if done.raw_usage.is_null() => (
+            estimate(request, done),
+            "estimated",
+            None,
+            Some(done.model.clone()),
+            "ok".to_owned(),
+        ),
+        Ok(done) => (
+            done.usage,
+            "reported",
+            Some(done.raw_usage.to_string()),
+            Some(done.model.clone()),
+            "ok".to_owned(),
+        ),
+        Err(e) => (Usage::default(), "none", None, None, outcome_of(e)),
+    };
+    UsageRecord {
+        at_ms: now_ms(),
+        org_id: run.org_id.clone(),
+        claw_id: run.claw_id.clone(),
+        run_id: run.run_id.clone(),
+        conversation_id: run.conversation_id.clone(),
+        tool_invocation_id: tool.map(|t| t.id.clone()),
+        tool_name: tool.map(|t| t.name.clone()),
+        tool_call_id: tool.and_then(|t| t.call_id.clone()),
+        key_id: target.key.id.clone(),
+        key_version: target.key.version,
+        provider: kind.as_str().to_owned(),
+        model_requested: request.model.clone(),
+        model_returned: model_returned.filter(|m| !m.is_empty()),
+        input_tokens: usage.input_tokens as i64,
+        output_tokens: usage.output_tokens as i64,
+        cache_read_tokens: usage.cache_read_tokens as i64,
+        cache_write_tokens: usage.cache_write_tokens as i64,
+        reasoning_tokens: usage.reasoning_tokens as i64,
+        raw_usage: raw,
+        source: source.to_owned(),
+        latency_ms: latency.as_millis() as i64,
+        outcome,
+    }
+}
+
+fn outcome_of(e: &ProviderError) -> String {
+    use crate::providers::ProviderErrorKind as K;
+    match e.kind {
+        K::Unauthorized => "unauthorized",
+        K::Forbidden => "forbidden",
+        K::NotFound => "not_found",
+        K::BadRequest => "bad_request",
+        K::RateLimited { .. } => "rate_limited",
+        K::Overloaded => "overloaded",
+        K::Server => "server_error",
+        K::OtherStatus => "error",
+        K::BadResponse => "bad_response",
+        K::Timeout => "timeout",
+        K::Connect => "connect_error",
+    }
+    .to_owned()
+}
+
+/// Four characters a token, for calls whose provider reported no usage.
+fn estimate(request: &ChatRequest, done: &Completion) -> Usage {
+    let chars = |s: &str| s.len() as u64;
+    let input: u64 = request
+        .messages
+        .iter()
+        .map(|m| chars(&m.content).div_ceil(4) + 4)
+        .sum();
+    let output = chars(&done.message.content).div_ceil(4)
+        + done
+            .message
+            .tool_calls
+            .iter()
+            .map(|c| chars(&c.arguments).div_ceil(4))
+            .sum::<u64>();
+    Usage {
+        input_tokens: input,
+        output_tokens: output,
+        ..Usage::default()
+    }
+}

@@ -1,0 +1,652 @@
+//! `clawrun dev-provider`: an emulator of the provider wire formats, for
+//! claw authors working offline and for the tests.
+//!
+//! It answers OpenAI Chat Completions at `/v1/chat/completions` (base URL
+//! `http://ADDR/v1`) and Anthropic Messages at `/v1/messages` (base URL
+//! `http://ADDR`). Replies are deterministic and depend on the request:
+//!
+//! - when tools are offered and the conversation holds no tool result yet,
+//!   the reply calls every offered tool once, filling each string argument
+//!   with the last user message;
+//! - after tool results, the reply lists them;
+//! - otherwise the reply names the model and quotes the start of the last
+//!   user message.
+//!
+//! Token counts are estimated at four characters a token, with prompt-cache
+//! counts for prompts of 1,024 tokens or more and reasoning tokens for
+//! reasoning models (names starting `o1`, `o3`, `o4` or containing
+//! `reason`), reported in each provider's own usage shape.
+//!
+//! Control endpoints for tests:
+//! - `POST /_dev/faults` queues a fault: `{"status": 500}`, `{"status": 200,
+//!   "body": "not json"}`, `{"delay_ms": 2000}`, `{"status": 429,
+//!   "retry_after": 3}`, each applied to the next `times` requests (default 1);
+//! - `GET /_dev/requests` lists every request received (headers that carry
+//!   keys included: this is the provider's side of the wire) with the usage
+//!   reported; `DELETE /_dev/requests` clears the list.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// A fault to inject into the next requests.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Fault {
+    /// Status to answer with (200 by default).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Raw body to send instead of the normal one.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Delay before answering, in milliseconds.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// `retry-after` header value, in seconds.
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+    /// How many requests it applies to (1 by default).
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+/// One request as the emulator saw it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoggedRequest {
+    /// `openai` or `anthropic`.
+    pub format: String,
+    /// Request path.
+    pub path: String,
+    /// The headers a key travels in (`authorization`, `x-api-key`) and
+    /// `anthropic-version`, as received.
+    pub headers: HashMap<String, String>,
+    /// The model asked for.
+    pub model: String,
+    /// The JSON body received.
+    pub body: Value,
+    /// Status answered.
+    pub status: u16,
+    /// Usage object reported in the reply, if any.
+    pub usage: Option<Value>,
+    /// When the request arrived, in milliseconds since the Unix epoch.
+    pub received_at_ms: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    faults: VecDeque<Fault>,
+    log: Vec<LoggedRequest>,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+/// The emulator's routes.
+pub fn router() -> Router {
+    let state: Shared = Arc::default();
+    Router::new()
+        .route("/v1/chat/completions", post(openai))
+        .route("/v1/messages", post(anthropic))
+        .route("/_dev/faults", post(add_fault))
+        .route("/_dev/requests", get(list_requests).delete(clear_requests))
+        .with_state(state)
+}
+
+/// Serves the emulator on `listener` until the process ends.
+///
+/// # Errors
+///
+/// When accepting connections fails.
+pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, router()).await
+}
+
+async fn add_fault(State(state): State<Shared>, Json(fault): Json<Fault>) -> StatusCode {
+    lock(&state).faults.push_back(fault);
+    StatusCode::NO_CONTENT
+}
+
+async fn list_requests(State(state): State<Shared>) -> Json<Vec<LoggedRequest>> {
+    Json(lock(&state).log.clone())
+}
+
+async fn clear_requests(State(state): State<Shared>) -> StatusCode {
+    lock(&state).log.clear();
+    StatusCode::NO_CONTENT
+}
+
+fn lock(state: &Shared) -> std::sync::MutexGuard<'_, Inner> {
+    // A panic while holding the lock cannot leave the log half-written in a
+    // way that matters to an emulator, so a poisoned lock is used as is.
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn next_fault(state: &Shared) -> Option<Fault> {
+    let mut inner = lock(state);
+    let front = inner.faults.front_mut()?;
+    let times = front.times.unwrap_or(1);
+    let fault = front.clone();
+    if times <= 1 {
+        inner.faults.pop_front();
+    } else {
+        front.times = Some(times - 1);
+    }
+    Some(fault)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    OpenAi,
+    Anthropic,
+}
+
+async fn openai(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(state, Format::OpenAi, headers, body).await
+}
+
+async fn anthropic(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(state, Format::Anthropic, headers, body).await
+}
+
+async fn handle(state: Shared, format: Format, headers: HeaderMap, body: Bytes) -> Response {
+    let received_at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut entry = LoggedRequest {
+        format: if format == Format::OpenAi {
+            "openai"
+        } else {
+            "anthropic"
+        }
+        .into(),
+        path: if format == Format::OpenAi {
+            "/v1/chat/completions"
+        } else {
+            "/v1/messages"
+        }
+        .into(),
+        headers: ["authorization", "x-api-key", "anthropic-version"]
+            .iter()
+            .filter_map(|h| Some((h.to_string(), headers.get(*h)?.to_str().ok()?.to_owned())))
+            .collect(),
+        model: request
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        body: request.clone(),
+        status: 200,
+        usage: None,
+        received_at_ms,
+    };
+
+    let fault = next_fault(&state);
+    if let Some(ms) = fault.as_ref().and_then(|f| f.delay_ms) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let (status, reply) = match fault.as_ref() {
+        Some(Fault {
+            status: Some(s),
+            body: None,
+            ..
+        }) if *s != 200 => (*s, error_body(format, *s, "injected fault")),
+        _ => answer(format, &headers, &request),
+    };
+    let mut response = match fault.as_ref().and_then(|f| f.body.clone()) {
+        Some(raw) => {
+            let s = fault.as_ref().and_then(|f| f.status).unwrap_or(200);
+            (StatusCode::from_u16(s).unwrap_or(StatusCode::OK), raw).into_response()
+        }
+        None => {
+            if status == 200 {
+                entry.usage = reply.get("usage").cloned();
+            }
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                Json(reply),
+            )
+                .into_response()
+        }
+    };
+    if let Some(secs) = fault.as_ref().and_then(|f| f.retry_after) {
+        if let Ok(v) = secs.to_string().parse() {
+            response.headers_mut().insert("retry-after", v);
+        }
+    }
+    entry.status = response.status().as_u16();
+    lock(&state).log.push(entry);
+    response
+}
+
+/// Checks the request the way the real provider would, then builds the reply.
+fn answer(format: Format, headers: &HeaderMap, request: &Value) -> (u16, Value) {
+    let key_present = match format {
+        Format::OpenAi => headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|k| !k.is_empty()),
+        Format::Anthropic => headers.get("x-api-key").is_some_and(|v| !v.is_empty()),
+    };
+    if !key_present {
+        return (401, error_body(format, 401, "missing API key"));
+    }
+    if format == Format::Anthropic && headers.get("anthropic-version").is_none() {
+        return (
+            400,
+            error_body(format, 400, "anthropic-version header is required"),
+        );
+    }
+    if request.is_null() {
+        return (400, error_body(format, 400, "body is not valid JSON"));
+    }
+    let Some(model) = request.get("model").and_then(Value::as_str) else {
+        return (400, error_body(format, 400, "model is required"));
+    };
+    let conv = match format {
+        Format::OpenAi => Conversation::from_openai(request),
+        Format::Anthropic => {
+            if request.get("max_tokens").and_then(Value::as_u64).is_none() {
+                return (400, error_body(format, 400, "max_tokens is required"));
+            }
+            Conversation::from_anthropic(request)
+        }
+    };
+    let max_tokens = request
+        .get("max_completion_tokens")
+        .or_else(|| request.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(4096);
+    let reply = conv.reply(model, max_tokens);
+    let body = match format {
+        Format::OpenAi => reply.openai(model),
+        Format::Anthropic => reply.anthropic(model),
+    };
+    (200, body)
+}
+
+fn error_body(format: Format, status: u16, message: &str) -> Value {
+    let kind = match status {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    };
+    match format {
+        Format::OpenAi => json!({"error": {"message": message, "type": kind, "code": null}}),
+        Format::Anthropic => json!({"type": "error", "error": {"type": kind, "message": message}}),
+    }
+}
+
+/// The parts of a request the replies depend on, read from either format.
+#[derive(Default)]
+struct Conversation {
+    prompt_chars: Vec<usize>,
+    last_user: String,
+    tools: Vec<(String, Value)>,
+    tool_names_by_call: HashMap<String, String>,
+    tool_results: Vec<(String, String)>,
+}
+
+impl Conversation {
+    fn from_openai(req: &Value) -> Self {
+        let mut conv = Conversation::default();
+        for m in req
+            .get("messages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let text = content_text(m.get("content"));
+            conv.prompt_chars.push(text.len());
+            match m.get("role").and_then(Value::as_str) {
+                Some("user") => conv.last_user = text,
+                Some("tool") => {
+                    let id = m
+                        .get("tool_call_id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    conv.tool_results.push((id.to_owned(), text));
+                }
+                _ => {}
+            }
+            for call in m
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let id = call.get("id").and_then(Value::as_str).unwrap_or_default();
+                let name = call
+                    .pointer("/function/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                conv.tool_names_by_call.insert(id.into(), name.into());
+            }
+        }
+        for t in req
+            .get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = t
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let schema = t
+                .pointer("/function/parameters")
+                .cloned()
+                .unwrap_or(Value::Null);
+            conv.prompt_chars.push(t.to_string().len());
+            conv.tools.push((name.into(), schema));
+        }
+        conv
+    }
+
+    fn from_anthropic(req: &Value) -> Self {
+        let mut conv = Conversation::default();
+        conv.prompt_chars
+            .push(content_text(req.get("system")).len());
+        for m in req
+            .get("messages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let user = m.get("role").and_then(Value::as_str) == Some("user");
+            let blocks: Vec<Value> = match m.get("content") {
+                Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
+                Some(Value::Array(a)) => a.clone(),
+                _ => vec![],
+            };
+            for b in &blocks {
+                match b.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        let text = b.get("text").and_then(Value::as_str).unwrap_or_default();
+                        conv.prompt_chars.push(text.len());
+                        if user {
+                            conv.last_user = text.to_owned();
+                        }
+                    }
+                    Some("tool_use") => {
+                        let id = b.get("id").and_then(Value::as_str).unwrap_or_default();
+                        let name = b.get("name").and_then(Value::as_str).unwrap_or_default();
+                        conv.prompt_chars.push(b.to_string().len());
+                        conv.tool_names_by_call.insert(id.into(), name.into());
+                    }
+                    Some("tool_result") => {
+                        let id = b
+                            .get("tool_use_id")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        let text = content_text(b.get("content"));
+                        conv.prompt_chars.push(text.len());
+                        conv.tool_results.push((id.into(), text));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for t in req
+            .get("tools")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = t.get("name").and_then(Value::as_str).unwrap_or_default();
+            conv.prompt_chars.push(t.to_string().len());
+            conv.tools.push((
+                name.into(),
+                t.get("input_schema").cloned().unwrap_or(Value::Null),
+            ));
+        }
+        conv
+    }
+
+    fn prompt_tokens(&self) -> u64 {
+        3 + self
+            .prompt_chars
+            .iter()
+            .map(|&c| tokens(c) + 4)
+            .sum::<u64>()
+    }
+
+    fn reply(&self, model: &str, max_tokens: u64) -> Reply {
+        let prompt = self.prompt_tokens();
+        if !self.tools.is_empty() && self.tool_results.is_empty() {
+            let calls: Vec<(String, String, Value)> = self
+                .tools
+                .iter()
+                .enumerate()
+                .map(|(i, (name, schema))| {
+                    let id = format!("call_{i}_{:08x}", fnv(self.last_user.as_bytes()) as u32);
+                    (id, name.clone(), arguments_for(schema, &self.last_user))
+                })
+                .collect();
+            let chars: usize = calls
+                .iter()
+                .map(|(_, n, a)| n.len() + a.to_string().len())
+                .sum();
+            return Reply::new(
+                model,
+                prompt,
+                String::new(),
+                calls,
+                tokens(chars),
+                "tool_calls",
+            );
+        }
+        let mut text = if self.tool_results.is_empty() {
+            let words: Vec<&str> = self.last_user.split_whitespace().collect();
+            let head = words.iter().take(12).copied().collect::<Vec<_>>().join(" ");
+            format!(
+                "[{model}] Read {} words, beginning: \"{head}{}\"",
+                words.len(),
+                if words.len() > 12 { "…" } else { "" }
+            )
+        } else {
+            let results: Vec<String> = self
+                .tool_results
+                .iter()
+                .map(|(id, out)| {
+                    let name = self
+                        .tool_names_by_call
+                        .get(id)
+                        .map(String::as_str)
+                        .unwrap_or("tool");
+                    format!("{name} = {out}")
+                })
+                .collect();
+            format!("[{model}] Tool results: {}", results.join("; "))
+        };
+        let mut finish = "stop";
+        if tokens(text.len()) > max_tokens {
+            text = text.chars().take(max_tokens as usize * 4).collect();
+            finish = "length";
+        }
+        let output = tokens(text.len());
+        Reply::new(model, prompt, text, vec![], output, finish)
+    }
+}
+
+fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// Arguments for a tool call: every string property gets `text`, numbers its
+/// length, booleans `true`.
+fn arguments_for(schema: &Value, text: &str) -> Value {
+    let mut args = serde_json::Map::new();
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, prop) in props {
+            let value = match prop.get("type").and_then(Value::as_str) {
+                Some("integer" | "number") => json!(text.len()),
+                Some("boolean") => json!(true),
+                _ => json!(text),
+            };
+            args.insert(name.clone(), value);
+        }
+    }
+    Value::Object(args)
+}
+
+fn tokens(chars: usize) -> u64 {
+    (chars as u64).div_ceil(4)
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+struct Reply {
+    text: String,
+    calls: Vec<(String, String, Value)>,
+    finish: &'static str,
+    prompt: u64,
+    output: u64,
+    reasoning: u64,
+    cached: u64,
+    cache_write: u64,
+}
+
+impl Reply {
+    fn new(
+        model: &str,
+        prompt: u64,
+        text: String,
+        calls: Vec<(String, String, Value)>,
+        output: u64,
+        finish: &'static str,
+    ) -> Self {
+        let reasoning_model =
+            ["o1", "o3", "o4"].iter().any(|p| model.starts_with(p)) || model.contains("reason");
+        let cached = if prompt >= 1024 {
+            prompt / 2 / 128 * 128
+        } else {
+            0
+        };
+        Reply {
+            text,
+            calls,
+            finish,
+            prompt,
+            output,
+            reasoning: if reasoning_model { output * 2 } else { 0 },
+            cached,
+            cache_write: if prompt >= 1024 { prompt / 8 } else { 0 },
+        }
+    }
+
+    fn openai(&self, model: &str) -> Value {
+        let mut message = json!({"role": "assistant", "content": self.text, "refusal": null});
+        if !self.calls.is_empty() {
+            message["content"] = Value::Null;
+            message["tool_calls"] = self
+                .calls
+                .iter()
+                .map(|(id, name, args)| {
+                    json!({"id": id, "type": "function", "function": {"name": name, "arguments": args.to_string()}})
+                })
+                .collect();
+        }
+        let completion = self.output + self.reasoning;
+        json!({
+            "id": format!("chatcmpl-dev{:016x}", fnv(self.text.as_bytes())),
+            "object": "chat.completion",
+            "created": 1_764_000_000,
+            "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": self.finish}],
+            "usage": {
+                "prompt_tokens": self.prompt,
+                "completion_tokens": completion,
+                "total_tokens": self.prompt + completion,
+                "prompt_tokens_details": {"cached_tokens": self.cached, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": self.reasoning, "audio_tokens": 0,
+                    "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+            }
+        })
+    }
+
+    fn anthropic(&self, model: &str) -> Value {
+        let mut content = Vec::new();
+        if !self.text.is_empty() {
+            content.push(json!({"type": "text", "text": self.text}));
+        }
+        for (id, name, args) in &self.calls {
+            content.push(json!({"type": "tool_use", "id": id.replace("call_", "toolu_"), "name": name, "input": args}));
+        }
+        let stop_reason = match self.finish {
+            "tool_calls" => "tool_use",
+            "length" => "max_tokens",
+            _ => "end_turn",
+        };
+        json!({
+            "id": format!("msg_dev{:016x}", fnv(self.text.as_bytes())),
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": null,
+            "usage": {
+                "input_tokens": self.prompt - self.cached - self.cache_write,
+                "cache_creation_input_tokens": self.cache_write,
+                "cache_read_input_tokens": self.cached,
+                "output_tokens": self.output + self.reasoning,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offered_tools_are_called_once_each_with_the_user_text() {
+        let req = json!({"model": "m", "messages": [{"role": "user", "content": "2+2"}],
+            "tools": [{"type": "function", "function": {"name": "calc",
+            "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}}}]});
+        let reply = Conversation::from_openai(&req).reply("m", 100);
+        assert_eq!(reply.calls.len(), 1);
+        assert_eq!(reply.calls[0].2, json!({"expression": "2+2"}));
+        assert_eq!(reply.finish, "tool_calls");
+    }
+
+    #[test]
+    fn anthropic_input_tokens_exclude_cache() {
+        let long = "word ".repeat(2000);
+        let req = json!({"model": "claude", "max_tokens": 50, "messages": [{"role": "user", "content": long}]});
+        let conv = Conversation::from_anthropic(&req);
+        let body = conv.reply("claude", 50).anthropic("claude");
+        let u = &body["usage"];
+        let total = u["input_tokens"].as_u64().unwrap_or(0)
+            + u["cache_creation_input_tokens"].as_u64().unwrap_or(0)
+            + u["cache_read_input_tokens"].as_u64().unwrap_or(0);
+        assert_eq!(total, conv.prompt_tokens());
+        assert!(u["cache_read_input_tokens"].as_u64().unwrap_or(0) > 0);
+    }
+}

@@ -1,0 +1,460 @@
+//! The operations both the CLI and the HTTP API call: keys, claws, runs and
+//! usage, for one organisation of one data directory.
+
+pub mod llm;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use sha2::{Digest, Sha256};
+
+use crate::cage::{Cage, CageLimits, DeployError, RunContext, RunError, RunOutput};
+use crate::db::{
+    ClawRow, Db, DbError, KeyRow, KeyState, OrgRow, SqliteDb, UsageFilter, UsageGroup, UsageRecord,
+    UsageTotals,
+};
+use crate::metering::now_ms;
+use crate::providers::{self, ProviderKind};
+use crate::vault::{self, DataKey, KeyBinding, MasterKey, ProviderSecret, VaultError};
+use llm::LlmService;
+
+/// Name of the organisation used by the local CLI.
+pub const DEFAULT_ORG: &str = "default";
+
+/// A fresh identifier: `prefix_` and 16 random hex digits.
+pub fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 8];
+    rand::fill(&mut bytes);
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+/// Errors of the operations; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The data directory was never initialised.
+    #[error("no clawrun data directory at {0}: run `clawrun init` (or pass --data-dir)")]
+    NotInitialised(PathBuf),
+    /// A vault failure (master key missing, wrong or malformed).
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// A database failure.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// No claw of that name.
+    #[error("no claw named `{0}`: deploy it with `clawrun claws deploy FILE.wasm --name {0}`")]
+    UnknownClaw(String),
+    /// No key of that name.
+    #[error("no key named `{0}`: add it with `clawrun keys add {0} --provider KIND`")]
+    UnknownKey(String),
+    /// The key is revoked and cannot be changed or assigned.
+    #[error("key `{0}` is revoked: add a new key instead")]
+    KeyRevoked(String),
+    /// The upload is not a claw.
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    /// The run did not complete.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// Bad input from the user.
+    #[error("{0}")]
+    Invalid(String),
+    /// The WebAssembly engine could not start.
+    #[error("the WebAssembly engine failed to start: {0}")]
+    Engine(String),
+}
+
+/// What `clawrun init` did.
+#[derive(Debug)]
+pub struct InitReport {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Whether a master key file was written.
+    pub wrote_master_key: bool,
+    /// Whether the directory was already initialised.
+    pub already: bool,
+}
+
+/// Creates the data directory, the master key file (unless
+/// `CLAWRUN_MASTER_KEY` is set), the database and the default organisation.
+/// Running it again on an initialised directory changes nothing.
+///
+/// # Errors
+///
+/// When the directory cannot be created, or an existing master key does not
+/// open the existing database.
+pub fn init(data_dir: &Path) -> Result<InitReport, ServiceError> {
+    create_private_dir(data_dir)
+        .map_err(|e| ServiceError::Invalid(format!("cannot create {}: {e}", data_dir.display())))?;
+    let mut wrote_master_key = false;
+    let master = match MasterKey::load(data_dir) {
+        Ok(master) => master,
+        Err(VaultError::MissingMasterKey) => {
+            let master = MasterKey::generate();
+            master.write_new_file(data_dir)?;
+            wrote_master_key = true;
+            master
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let db = SqliteDb::open(data_dir)?;
+    let already = match db.org_by_name(DEFAULT_ORG)? {
+        Some(org) => {
+            vault::open_data_key(&master, &org.id, &org.wrapped_data_key)?;
+            true
+        }
+        None => {
+            let id = new_id("org");
+            db.org_create(&OrgRow {
+                wrapped_data_key: vault::wrap_data_key(&master, &id, &DataKey::generate()),
+                id,
+                name: DEFAULT_ORG.into(),
+                created_at_ms: now_ms(),
+            })?;
+            false
+        }
+    };
+    Ok(InitReport {
+        data_dir: data_dir.to_owned(),
+        wrote_master_key,
+        already,
+    })
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// One organisation's view of an initialised data directory.
+pub struct Service {
+    db: Arc<dyn Db>,
+    org: OrgRow,
+    llm: Arc<LlmService>,
+    cage: OnceLock<Cage>,
+    limits: CageLimits,
+}
+
+/// A completed run with the usage it recorded.
+#[derive(Debug)]
+pub struct RunReport {
+    /// The run's id.
+    pub run_id: String,
+    /// The conversation it belonged to.
+    pub conversation_id: String,
+    /// What the claw returned and printed.
+    pub output: RunOutput,
+    /// One record per provider call of the run.
+    pub usage: Vec<UsageRecord>,
+}
+
+impl Service {
+    /// Opens `data_dir` for the default organisation, checking that the
+    /// master key opens it before anything else happens.
+    ///
+    /// # Errors
+    ///
+    /// When the directory is not initialised or the master key is missing
+    /// or wrong.
+    pub fn open(data_dir: &Path) -> Result<Self, ServiceError> {
+        if !data_dir.join(crate::db::DB_FILE).exists() {
+            return Err(ServiceError::NotInitialised(data_dir.to_owned()));
+        }
+        let master = MasterKey::load(data_dir)?;
+        let db: Arc<dyn Db> = Arc::new(SqliteDb::open(data_dir)?);
+        let org = db
+            .org_by_name(DEFAULT_ORG)?
+            .ok_or_else(|| ServiceError::NotInitialised(data_dir.to_owned()))?;
+        vault::open_data_key(&master, &org.id, &org.wrapped_data_key)?;
+        let http = providers::http_client().map_err(|e| ServiceError::Engine(e.to_string()))?;
+        let llm = Arc::new(LlmService::new(db.clone(), master, http));
+        Ok(Self {
+            db,
+            org,
+            llm,
+            cage: OnceLock::new(),
+            limits: CageLimits::default(),
+        })
+    }
+
+    /// Replaces the limits applied to runs (before the first run).
+    pub fn with_limits(mut self, limits: CageLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    fn cage(&self) -> Result<&Cage, ServiceError> {
+        if let Some(cage) = self.cage.get() {
+            return Ok(cage);
+        }
+        let cage =
+            Cage::new(self.limits.clone()).map_err(|e| ServiceError::Engine(format!("{e:#}")))?;
+        Ok(self.cage.get_or_init(|| cage))
+    }
+
+    fn data_key(&self) -> Result<DataKey, ServiceError> {
+        // The master key lives in the LLM service; opening here keeps one
+        // copy of it in memory.
+        Ok(self.llm.open_data_key(&self.org)?)
+    }
+
+    fn key(&self, name: &str) -> Result<KeyRow, ServiceError> {
+        self.db
+            .key_by_name(&self.org.id, name)?
+            .ok_or_else(|| ServiceError::UnknownKey(name.into()))
+    }
+
+    fn claw(&self, name: &str) -> Result<ClawRow, ServiceError> {
+        self.db
+            .claw_by_name(&self.org.id, name)?
+            .ok_or_else(|| ServiceError::UnknownClaw(name.into()))
+    }
+
+    /// Stores a new provider key, encrypted, and returns its row.
+    ///
+    /// # Errors
+    ///
+    /// When the name is taken, the secret is empty or the base URL unsafe.
+    pub fn keys_add(
+        &self,
+        name: &str,
+        kind: ProviderKind,
+        base_url: Option<&str>,
+        secret: ProviderSecret,
+    ) -> Result<KeyRow, ServiceError> {
+        check_name("key", name)?;
+        if secret.is_empty() {
+            return Err(ServiceError::Invalid(
+                "the key is empty: paste it on stdin or at the prompt".into(),
+            ));
+        }
+        let base_url = providers::validate_base_url(base_url.unwrap_or(kind.default_base_url()))
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let data_key = self.data_key()?;
+        let id = new_id("key");
+        let binding = KeyBinding {
+            org_id: &self.org.id,
+            key_id: &id,
+            version: 1,
+        };
+        let row = KeyRow {
+            ciphertext: vault::seal_secret(&data_key, binding, &secret),
+            fingerprint: secret.fingerprint(&data_key),
+            hint: secret.hint(),
+            id,
+            org_id: self.org.id.clone(),
+            name: name.into(),
+            provider: kind.as_str().into(),
+            base_url: base_url.to_string().trim_end_matches('/').to_owned(),
+            version: 1,
+            state: KeyState::Active,
+            created_at_ms: now_ms(),
+            rotated_at_ms: None,
+            revoked_at_ms: None,
+        };
+        self.db.key_insert(&row)?;
+        tracing::info!(key_id = %row.id, provider = %row.provider, "key added");
+        Ok(row)
+    }
+
+    /// The organisation's keys.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub fn keys_list(&self) -> Result<Vec<KeyRow>, ServiceError> {
+        Ok(self.db.keys(&self.org.id)?)
+    }
+
+    /// Stores a new version of a key; the next call of every claw using it
+    /// uses the new version. The old version's ciphertext is overwritten.
+    ///
+    /// # Errors
+    ///
+    /// When the key does not exist, is revoked, or the secret is empty.
+    pub fn keys_rotate(&self, name: &str, secret: ProviderSecret) -> Result<KeyRow, ServiceError> {
+        let mut row = self.key(name)?;
+        if row.state == KeyState::Revoked {
+            return Err(ServiceError::KeyRevoked(name.into()));
+        }
+        if secret.is_empty() {
+            return Err(ServiceError::Invalid(
+                "the key is empty: paste it on stdin or at the prompt".into(),
+            ));
+        }
+        let data_key = self.data_key()?;
+        row.version += 1;
+        let binding = KeyBinding {
+            org_id: &self.org.id,
+            key_id: &row.id,
+            version: row.version,
+        };
+        row.ciphertext = vault::seal_secret(&data_key, binding, &secret);
+        row.fingerprint = secret.fingerprint(&data_key);
+        row.hint = secret.hint();
+        row.rotated_at_ms = Some(now_ms());
+        self.db.key_rotate(&row)?;
+        tracing::info!(key_id = %row.id, version = row.version, "key rotated");
+        Ok(row)
+    }
+
+    /// Revokes a key: no provider request with it starts after this returns.
+    ///
+    /// # Errors
+    ///
+    /// When the key does not exist.
+    pub fn keys_revoke(&self, name: &str) -> Result<KeyRow, ServiceError> {
+        let row = self.key(name)?;
+        self.db.key_revoke(&row.id, now_ms())?;
+        tracing::info!(key_id = %row.id, "key revoked");
+        self.key(name)
+    }
+
+    /// Validates and stores a claw component under `name`, replacing the
+    /// component of an existing claw of that name (its assignment stays).
+    ///
+    /// # Errors
+    ///
+    /// A [`DeployError`] when the file is not a claw component.
+    pub fn claws_deploy(&self, name: &str, component: &[u8]) -> Result<ClawRow, ServiceError> {
+        check_name("claw", name)?;
+        self.cage()?.validate(component)?;
+        let now = now_ms();
+        let row = ClawRow {
+            id: new_id("claw"),
+            org_id: self.org.id.clone(),
+            name: name.into(),
+            digest: hex::encode(Sha256::digest(component)),
+            size: component.len() as i64,
+            key_name: None,
+            model: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        self.db.claw_deploy(&row, component)?;
+        tracing::info!(claw = %name, digest = %row.digest, "claw deployed");
+        self.claw(name)
+    }
+
+    /// Assigns a key and model to a claw; its next call uses them.
+    ///
+    /// # Errors
+    ///
+    /// When the claw or key does not exist, the key is revoked, or the model
+    /// name is empty.
+    pub fn claws_assign(
+        &self,
+        claw: &str,
+        key: &str,
+        model: &str,
+    ) -> Result<ClawRow, ServiceError> {
+        let claw_row = self.claw(claw)?;
+        let key_row = self.key(key)?;
+        if key_row.state == KeyState::Revoked {
+            return Err(ServiceError::KeyRevoked(key.into()));
+        }
+        let model = model.trim();
+        if model.is_empty() || model.len() > 200 || model.chars().any(char::is_control) {
+            return Err(ServiceError::Invalid(
+                "the model name must be 1 to 200 printable characters".into(),
+            ));
+        }
+        self.db
+            .claw_assign(&claw_row.id, &key_row.id, model, now_ms())?;
+        self.claw(claw)
+    }
+
+    /// The organisation's claws.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub fn claws_list(&self) -> Result<Vec<ClawRow>, ServiceError> {
+        Ok(self.db.claws(&self.org.id)?)
+    }
+
+    /// Runs a claw on `input` within `conversation_id` and returns its output
+    /// with the usage it recorded.
+    ///
+    /// # Errors
+    ///
+    /// When the claw does not exist, or traps or passes its deadline.
+    pub async fn run(
+        &self,
+        claw: &str,
+        conversation_id: &str,
+        input: &str,
+    ) -> Result<RunReport, ServiceError> {
+        let row = self.claw(claw)?;
+        let db = self.db.clone();
+        let claw_id = row.id.clone();
+        let component = tokio::task::spawn_blocking(move || db.claw_component(&claw_id))
+            .await
+            .map_err(|e| ServiceError::Engine(e.to_string()))??;
+        let cage = self.cage()?;
+        let pre = tokio::task::block_in_place(|| cage.prepare(&row.digest, &component))?;
+        let context = RunContext {
+            org_id: self.org.id.clone(),
+            claw_id: row.id.clone(),
+            claw_name: row.name.clone(),
+            run_id: new_id("run"),
+            conversation_id: conversation_id.to_owned(),
+        };
+        let run_id = context.run_id.clone();
+        let output = cage.run(&pre, context, self.llm.clone(), input).await?;
+        let usage = self.db.usage_records(&UsageFilter {
+            org_id: self.org.id.clone(),
+            run_id: Some(run_id.clone()),
+            ..UsageFilter::default()
+        })?;
+        Ok(RunReport {
+            run_id,
+            conversation_id: conversation_id.to_owned(),
+            output,
+            usage,
+        })
+    }
+
+    /// Usage totals grouped by `group`, optionally for one claw or
+    /// conversation.
+    ///
+    /// # Errors
+    ///
+    /// When the claw does not exist or the database fails.
+    pub fn usage(
+        &self,
+        group: UsageGroup,
+        claw: Option<&str>,
+        conversation: Option<&str>,
+    ) -> Result<Vec<UsageTotals>, ServiceError> {
+        let claw_id = claw.map(|name| self.claw(name).map(|c| c.id)).transpose()?;
+        Ok(self.db.usage_totals(
+            &UsageFilter {
+                org_id: self.org.id.clone(),
+                claw_id,
+                conversation_id: conversation.map(str::to_owned),
+                run_id: None,
+            },
+            group,
+        )?)
+    }
+}
+
+/// Names of keys and claws: 1 to 64 of letters, digits, `-`, `_` and `.`,
+/// so they are safe in URLs, file names and tables.
+fn check_name(what: &str, name: &str) -> Result<(), ServiceError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "invalid {what} name `{name}`: use 1 to 64 letters, digits, `-`, `_` or `.`"
+        )))
+    }
+}

@@ -1,1 +1,98 @@
-fn main() {}
+//! Criterion benchmarks of the host's own costs: instantiating a claw in a
+//! fresh store, and a whole `llm-call` (claw run with one call) against
+//! `dev-provider` on loopback with the ledger on disk.
+//!
+//! Run with `cargo bench -p clawrun --bench cage`. The claws must be built
+//! first (`cargo build --release --target wasm32-wasip2 --manifest-path
+//! claws/Cargo.toml`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clawrun::cage::{Cage, CageLimits, RunContext};
+use clawrun::db::SqliteDb;
+use clawrun::providers::ProviderKind;
+use clawrun::service::llm::LlmService;
+use clawrun::service::{self, Service};
+use clawrun::vault::MasterKey;
+use clawrun::vault::ProviderSecret;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn claw(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../claws/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the claws first (see the README)",
+            path.display()
+        )
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn cage_instantiate(c: &mut Criterion) {
+    let rt = runtime();
+    let cage = Cage::new(CageLimits::default()).expect("engine");
+    let bytes = claw("hello");
+    let pre = cage.prepare("hello", &bytes).expect("compiles");
+    let db = Arc::new(SqliteDb::in_memory().expect("db"));
+    let http = clawrun::providers::http_client().expect("client");
+    let llm = Arc::new(LlmService::new(db, MasterKey::generate(), http));
+    let run = RunContext {
+        org_id: "org".into(),
+        claw_id: "claw".into(),
+        claw_name: "hello".into(),
+        run_id: "run".into(),
+        conversation_id: "conv".into(),
+    };
+    c.bench_function("cage_instantiate_hello", |b| {
+        b.to_async(&rt).iter(|| async {
+            cage.instantiate(&pre, run.clone(), llm.clone())
+                .await
+                .expect("instantiates");
+        });
+    });
+}
+
+fn llm_call(c: &mut Criterion) {
+    let rt = runtime();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("binds");
+    let addr = listener.local_addr().expect("addr");
+    rt.spawn(clawrun::providers::dev::serve(listener));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    service::init(dir.path()).expect("init");
+    let svc = Arc::new(Service::open(dir.path()).expect("opens"));
+    svc.keys_add(
+        "bench",
+        ProviderKind::OpenAi,
+        Some(&format!("http://{addr}/v1")),
+        ProviderSecret::new("sk-bench-0000000000000000000000".into()),
+    )
+    .expect("adds key");
+    svc.claws_deploy("hello", &claw("hello")).expect("deploys");
+    svc.claws_assign("hello", "bench", "gpt-4o-mini")
+        .expect("assigns");
+
+    c.bench_function("run_hello_one_llm_call_openai", |b| {
+        b.to_async(&rt).iter(|| {
+            let svc = svc.clone();
+            async move {
+                let report = svc.run("hello", "bench", "hi").await.expect("runs");
+                assert_eq!(report.usage.len(), 1);
+            }
+        });
+    });
+}
+
+criterion_group!(benches, cage_instantiate, llm_call);
+criterion_main!(benches);

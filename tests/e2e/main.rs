@@ -1,1 +1,9 @@
+//! End-to-end tests: the `clawrun` binary, real claw components built from
+//! `claws/` for wasm32-wasip2, and `clawrun dev-provider` over HTTP.
 
+mod support;
+
+mod deploy;
+mod keys;
+mod leaks;
+mod runs;

@@ -166,9 +166,20 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Crates of the code generator, whose TRACE output is hundreds of
+/// megabytes per compiled claw and says nothing about clawrun: kept at
+/// `info` unless `CLAWRUN_LOG` names them.
+const COMPILER_TARGETS: &[&str] = &["cranelift", "regalloc2", "wasmtime_internal_cranelift"];
+
 /// Logs go to stderr, filtered by `CLAWRUN_LOG` (default `warn`).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CLAWRUN_LOG")
+    let mut spec = std::env::var("CLAWRUN_LOG").unwrap_or_else(|_| "warn".into());
+    for target in COMPILER_TARGETS {
+        if !spec.contains(target) {
+            spec.push_str(&format!(",{target}=info"));
+        }
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -324,9 +335,8 @@ async fn run(svc: &Service, args: RunArgs) -> anyhow::Result<ExitCode> {
             "usage": report.usage,
         }))?;
     } else {
-        match &report.output.result {
-            Ok(text) => println!("{text}"),
-            Err(_) => {}
+        if let Ok(text) = &report.output.result {
+            println!("{text}");
         }
         let (input, output) = report.usage.iter().fold((0, 0), |(i, o), u| {
             (i + u.input_tokens, o + u.output_tokens)

@@ -218,9 +218,7 @@ async fn handle(state: Shared, format: Format, headers: HeaderMap, body: Bytes) 
         }
     };
     if let Some(secs) = fault.as_ref().and_then(|f| f.retry_after) {
-        if let Ok(v) = secs.to_string().parse() {
-            response.headers_mut().insert("retry-after", v);
-        }
+        response.headers_mut().insert("retry-after", secs.into());
     }
     entry.status = response.status().as_u16();
     lock(&state).log.push(entry);

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints (host and claws), unit tests,
+# end-to-end tests against real components and dev-provider, doc tests, and
+# the benchmarks run once each in test mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add wasm32-wasip2 >/dev/null
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+cargo fmt --all --check
+cargo fmt --all --check --manifest-path claws/Cargo.toml
+
+cargo build --release --target wasm32-wasip2 \
+  --manifest-path claws/Cargo.toml --target-dir claws/target
+cargo clippy --release --target wasm32-wasip2 \
+  --manifest-path claws/Cargo.toml --target-dir claws/target -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
+
+cargo test --workspace --all-targets
+cargo test --workspace --doc

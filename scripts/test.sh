@@ -17,5 +17,5 @@ cargo clippy --release --target wasm32-wasip2 \
   --manifest-path claws/Cargo.toml --target-dir claws/target -- -D warnings
 cargo clippy --workspace --all-targets -- -D warnings
 
-cargo test --workspace --all-targets
 cargo test --workspace --doc
+cargo test --workspace --all-targets

@@ -192,6 +192,9 @@ impl LlmError {
             LlmError::Provider(e) => write!(f, "provider error {}: {}", e.status, e.message),
             LlmError::InvalidRequest(why) => write!(f, "invalid request: {why}"),
             LlmError::Timeout => f.write_str("the provider did not answer in time"),
+            LlmError::SecretInRequest => f.write_str(
+                "the request contains a stored API key; it was not sent and the attempt was recorded",
+            ),
             LlmError::Unavailable(why) => write!(f, "the host cannot call the model: {why}"),
         }
     }

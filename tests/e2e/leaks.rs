@@ -5,11 +5,11 @@ use std::path::Path;
 
 use crate::support::{ANTHROPIC_KEY, DevProvider, Env, OPENAI_KEY};
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+pub fn files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).expect("reads dir") {
         let path = entry.expect("entry").path();

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod custody;
 mod deploy;
 mod keys;
 mod leaks;

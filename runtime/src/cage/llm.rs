@@ -167,6 +167,7 @@ fn error_to_wit(e: CallError) -> wit::LlmError {
         }
         CallError::InvalidRequest(why) => wit::LlmError::InvalidRequest(why),
         CallError::Timeout => wit::LlmError::Timeout,
+        CallError::SecretInRequest => wit::LlmError::SecretInRequest,
         CallError::Unavailable(why) => wit::LlmError::Unavailable(why),
     }
 }

@@ -164,8 +164,24 @@ impl Cage {
     ///
     /// When Wasmtime rejects the configuration or the linker cannot be built.
     pub fn new(limits: CageLimits) -> wasmtime::Result<Self> {
+        Self::with_config(limits, false)
+    }
+
+    /// A cage whose stores can be inspected after a run, for the tests that
+    /// scan guest memory for key bytes. Slower; never used to serve.
+    ///
+    /// # Errors
+    ///
+    /// As [`Cage::new`].
+    #[doc(hidden)]
+    pub fn new_inspectable(limits: CageLimits) -> wasmtime::Result<Self> {
+        Self::with_config(limits, true)
+    }
+
+    fn with_config(limits: CageLimits, guest_debug: bool) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        config.guest_debug(guest_debug);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -284,9 +300,49 @@ impl Cage {
         llm: Arc<LlmService>,
         input: &str,
     ) -> Result<RunOutput, RunError> {
-        let claw = run.claw_name.clone();
-        let deadline = self.limits.run_deadline;
         let (mut store, stdout, stderr) = self.store(run, llm);
+        self.run_in(&mut store, pre, input, &stdout, &stderr).await
+    }
+
+    /// Runs like [`Cage::run`] and also returns a copy of every linear
+    /// memory of the instance afterwards. Needs [`Cage::new_inspectable`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Cage::run`].
+    #[doc(hidden)]
+    pub async fn run_and_dump_memory(
+        &self,
+        pre: &ClawPre<CageState>,
+        run: RunContext,
+        llm: Arc<LlmService>,
+        input: &str,
+    ) -> Result<(RunOutput, Vec<Vec<u8>>), RunError> {
+        let (mut store, stdout, stderr) = self.store(run, llm);
+        let output = self
+            .run_in(&mut store, pre, input, &stdout, &stderr)
+            .await?;
+        let mut memories = Vec::new();
+        for instance in store.debug_all_instances() {
+            let mut index = 0;
+            while let Some(memory) = instance.debug_memory(&mut store, index) {
+                memories.push(memory.data(&store).to_vec());
+                index += 1;
+            }
+        }
+        Ok((output, memories))
+    }
+
+    async fn run_in(
+        &self,
+        store: &mut Store<CageState>,
+        pre: &ClawPre<CageState>,
+        input: &str,
+        stdout: &MemoryOutputPipe,
+        stderr: &MemoryOutputPipe,
+    ) -> Result<RunOutput, RunError> {
+        let claw = store.data().run.claw_name.clone();
+        let deadline = self.limits.run_deadline;
 
         let trap = |e: wasmtime::Error| {
             if matches!(
@@ -306,8 +362,10 @@ impl Cage {
         };
         let conversation_id = store.data().run.conversation_id.clone();
         let outcome = tokio::time::timeout(deadline, async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_run(&mut store, input, &conversation_id).await
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance
+                .call_run(&mut *store, input, &conversation_id)
+                .await
         })
         .await;
         let result = match outcome {

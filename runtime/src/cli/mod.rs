@@ -43,6 +43,15 @@ enum Command {
     Run(RunArgs),
     /// Show token usage.
     Usage(UsageArgs),
+    /// Show the audit log: key changes, key uses, refused exfiltration.
+    Audit {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage the master key.
+    #[command(subcommand)]
+    Vault(VaultCommand),
     /// Serve an emulator of the provider APIs on loopback, for offline work.
     DevProvider {
         /// Address to listen on; must be a loopback address.
@@ -110,6 +119,15 @@ enum ClawsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum VaultCommand {
+    /// Re-wrap every organisation's data key under a new master key, in one
+    /// transaction; the old master key then opens nothing. With a master
+    /// key file the new key is generated and replaces it; with
+    /// CLAWRUN_MASTER_KEY the new key (base64) is read from stdin.
+    RotateMaster,
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +243,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Claws(cmd) => claws(&Service::open(&dir)?, cmd),
         Command::Run(args) => run(&Service::open(&dir)?, args).await,
         Command::Usage(args) => usage(&Service::open(&dir)?, args),
+        Command::Audit { json } => audit(&Service::open(&dir)?, json),
+        Command::Vault(VaultCommand::RotateMaster) => rotate_master(&Service::open(&dir)?),
         Command::DevProvider { listen } => dev_provider(listen).await,
     }
 }
@@ -380,6 +400,56 @@ fn usage(svc: &Service, args: UsageArgs) -> anyhow::Result<ExitCode> {
             ]);
         }
         table.print();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit(svc: &Service, json: bool) -> anyhow::Result<ExitCode> {
+    let records = svc.audit_records()?;
+    if json {
+        output::print_json(&records)?;
+    } else {
+        let mut table = Table::new(&[
+            "TIME", "ACTOR", "ACTION", "KEY", "VERSION", "CLAW", "OUTCOME",
+        ]);
+        for r in &records {
+            table.row(vec![
+                output::time(r.at_ms),
+                r.actor.clone(),
+                r.action.clone(),
+                r.key_id.clone().unwrap_or_else(|| "-".into()),
+                r.key_version.map_or_else(|| "-".into(), |v| v.to_string()),
+                r.claw_id.clone().unwrap_or_else(|| "-".into()),
+                r.outcome.clone(),
+            ]);
+        }
+        table.print();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rotate_master(svc: &Service) -> anyhow::Result<ExitCode> {
+    let new_key = if crate::vault::MasterKey::from_env() {
+        let secret = secret::read("new master key (base64 of 32 bytes)")?;
+        Some(crate::vault::MasterKey::from_base64(
+            secret.expose(),
+            "stdin",
+        )?)
+    } else {
+        None
+    };
+    let rotated = svc.rotate_master(new_key)?;
+    println!(
+        "re-wrapped the data keys of {} organisation(s) under a new master key",
+        rotated.orgs
+    );
+    if rotated.replaced_file {
+        println!(
+            "{} now holds the new key; the old key opens nothing",
+            crate::vault::MASTER_KEY_FILE
+        );
+    } else {
+        println!("set CLAWRUN_MASTER_KEY to the new key now: the old one opens nothing");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -91,6 +91,10 @@ pub struct KeyRow {
     pub rotated_at_ms: Option<i64>,
     /// When revoked.
     pub revoked_at_ms: Option<i64>,
+    /// Length of the key in bytes, for the leak guard.
+    pub scan_len: i64,
+    /// Keyed rolling hash of the key, for the leak guard.
+    pub scan_hash: i64,
 }
 
 /// A deployed claw (its component bytes are read separately).
@@ -174,6 +178,28 @@ pub struct UsageRecord {
     /// Time spent waiting on the provider.
     pub latency_ms: i64,
     /// `ok`, or the error kind.
+    pub outcome: String,
+}
+
+/// One audit record: who did what to which key or claw, never a payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRecord {
+    /// When.
+    pub at_ms: i64,
+    /// Organisation, when the action concerns one.
+    pub org_id: Option<String>,
+    /// Who: `cli:USER`, or `claw:NAME` for key uses.
+    pub actor: String,
+    /// `key.added`, `key.rotated`, `key.revoked`, `master.rotated`,
+    /// `exfiltration.refused` or `key.used`.
+    pub action: String,
+    /// The key concerned.
+    pub key_id: Option<String>,
+    /// Its version.
+    pub key_version: Option<i64>,
+    /// The claw concerned.
+    pub claw_id: Option<String>,
+    /// `ok`, or what went wrong.
     pub outcome: String,
 }
 
@@ -282,8 +308,29 @@ pub trait Db: Send + Sync {
     ) -> Result<(), DbError>;
     /// Reads a claw's assignment and its key as they are now.
     fn call_target(&self, claw_id: &str) -> Result<Option<CallTarget>, DbError>;
-    /// Appends a usage record durably.
-    fn usage_insert(&self, record: &UsageRecord) -> Result<(), DbError>;
+    /// Appends a provider call's usage record and its audit record durably,
+    /// in one transaction.
+    fn record_call(&self, usage: &UsageRecord, audit: &AuditRecord) -> Result<(), DbError>;
+    /// Appends an audit record.
+    fn audit_append(&self, record: &AuditRecord) -> Result<(), DbError>;
+    /// An organisation's audit records and the host-wide ones (such as
+    /// master key rotations), oldest first; all records when `org_id` is
+    /// `None`.
+    fn audit_records(&self, org_id: Option<&str>) -> Result<Vec<AuditRecord>, DbError>;
+    /// Every organisation.
+    fn orgs(&self) -> Result<Vec<OrgRow>, DbError>;
+    /// Replaces every organisation's wrapped data key, and appends `audit`,
+    /// in one transaction.
+    fn rewrap_data_keys(
+        &self,
+        wrapped: &[(String, Vec<u8>)],
+        audit: &AuditRecord,
+    ) -> Result<(), DbError>;
+    /// Ids of all revoked keys.
+    fn revoked_keys(&self) -> Result<Vec<String>, DbError>;
+    /// A number that changes whenever another connection commits, so a
+    /// watcher can skip work when nothing changed.
+    fn data_version(&self) -> Result<i64, DbError>;
     /// Usage records matching `filter`, oldest first.
     fn usage_records(&self, filter: &UsageFilter) -> Result<Vec<UsageRecord>, DbError>;
     /// Usage totals matching `filter`, grouped by `group`.

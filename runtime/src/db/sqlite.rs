@@ -6,15 +6,18 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    CallTarget, ClawRow, Db, DbError, KeyRow, KeyState, OrgRow, UsageFilter, UsageGroup,
-    UsageRecord, UsageTotals,
+    AuditRecord, CallTarget, ClawRow, Db, DbError, KeyRow, KeyState, OrgRow, UsageFilter,
+    UsageGroup, UsageRecord, UsageTotals,
 };
 
 /// File name of the database in the data directory.
 pub const DB_FILE: &str = "clawrun.db";
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_custody.sql"),
+];
 
 /// SQLite in the data directory, in WAL mode.
 ///
@@ -95,7 +98,7 @@ fn conflict(e: rusqlite::Error, what: impl FnOnce() -> String) -> DbError {
 }
 
 const KEY_COLUMNS: &str = "id, org_id, name, provider, base_url, ciphertext, version, state, \
-     fingerprint, hint, created_at_ms, rotated_at_ms, revoked_at_ms";
+     fingerprint, hint, created_at_ms, rotated_at_ms, revoked_at_ms, scan_len, scan_hash";
 
 fn key_row(r: &Row<'_>, at: usize) -> rusqlite::Result<KeyRow> {
     let state: String = r.get(at + 7)?;
@@ -105,7 +108,13 @@ fn key_row(r: &Row<'_>, at: usize) -> rusqlite::Result<KeyRow> {
         name: r.get(at + 2)?,
         provider: r.get(at + 3)?,
         base_url: r.get(at + 4)?,
-        ciphertext: r.get(at + 5)?,
+        // Read whatever is stored: a ciphertext altered into another type
+        // must fail to open (for that key only), not fail the query.
+        ciphertext: r
+            .get_ref(at + 5)?
+            .as_bytes()
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default(),
         version: r.get(at + 6)?,
         state: if state == "active" {
             KeyState::Active
@@ -117,6 +126,8 @@ fn key_row(r: &Row<'_>, at: usize) -> rusqlite::Result<KeyRow> {
         created_at_ms: r.get(at + 10)?,
         rotated_at_ms: r.get(at + 11)?,
         revoked_at_ms: r.get(at + 12)?,
+        scan_len: r.get(at + 13)?,
+        scan_hash: r.get(at + 14)?,
     })
 }
 
@@ -186,6 +197,47 @@ fn usage_where(filter: &UsageFilter) -> (String, Vec<String>) {
     (clause, args)
 }
 
+fn insert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), DbError> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO usage_records ({USAGE_COLUMNS})
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)"
+    ))?
+    .execute(params![
+        u.at_ms,
+        u.org_id,
+        u.claw_id,
+        u.run_id,
+        u.conversation_id,
+        u.tool_invocation_id,
+        u.tool_name,
+        u.tool_call_id,
+        u.key_id,
+        u.key_version,
+        u.provider,
+        u.model_requested,
+        u.model_returned,
+        u.input_tokens,
+        u.output_tokens,
+        u.cache_read_tokens,
+        u.cache_write_tokens,
+        u.reasoning_tokens,
+        u.raw_usage,
+        u.source,
+        u.latency_ms,
+        u.outcome
+    ])?;
+    Ok(())
+}
+
+fn insert_audit(conn: &Connection, a: &AuditRecord) -> Result<(), DbError> {
+    conn.prepare_cached(
+        "INSERT INTO audit_records (at_ms, org_id, actor, action, key_id, key_version, claw_id, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![a.at_ms, a.org_id, a.actor, a.action, a.key_id, a.key_version, a.claw_id, a.outcome])?;
+    Ok(())
+}
+
 impl Db for SqliteDb {
     fn org_create(&self, org: &OrgRow) -> Result<(), DbError> {
         self.conn()
@@ -218,11 +270,11 @@ impl Db for SqliteDb {
     fn key_insert(&self, k: &KeyRow) -> Result<(), DbError> {
         self.conn()
             .execute(
-                &format!("INSERT INTO provider_keys ({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"),
+                &format!("INSERT INTO provider_keys ({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"),
                 params![
                     k.id, k.org_id, k.name, k.provider, k.base_url, k.ciphertext, k.version,
                     k.state.as_str(), k.fingerprint, k.hint, k.created_at_ms, k.rotated_at_ms,
-                    k.revoked_at_ms
+                    k.revoked_at_ms, k.scan_len, k.scan_hash
                 ],
             )
             .map_err(|e| conflict(e, || format!("a key named `{}`", k.name)))?;
@@ -356,21 +408,85 @@ impl Db for SqliteDb {
             .optional()?)
     }
 
-    fn usage_insert(&self, u: &UsageRecord) -> Result<(), DbError> {
-        self.conn().execute(
-            &format!(
-                "INSERT INTO usage_records ({USAGE_COLUMNS})
-                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)"
-            ),
-            params![
-                u.at_ms, u.org_id, u.claw_id, u.run_id, u.conversation_id, u.tool_invocation_id,
-                u.tool_name, u.tool_call_id, u.key_id, u.key_version, u.provider,
-                u.model_requested, u.model_returned, u.input_tokens, u.output_tokens,
-                u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens, u.raw_usage,
-                u.source, u.latency_ms, u.outcome
-            ],
-        )?;
+    fn record_call(&self, u: &UsageRecord, audit: &AuditRecord) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        insert_usage(&tx, u)?;
+        insert_audit(&tx, audit)?;
+        tx.commit()?;
         Ok(())
+    }
+
+    fn audit_append(&self, record: &AuditRecord) -> Result<(), DbError> {
+        insert_audit(&self.conn(), record)
+    }
+
+    fn audit_records(&self, org_id: Option<&str>) -> Result<Vec<AuditRecord>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT at_ms, org_id, actor, action, key_id, key_version, claw_id, outcome
+             FROM audit_records WHERE ?1 IS NULL OR org_id = ?1 OR org_id IS NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([org_id], |r| {
+            Ok(AuditRecord {
+                at_ms: r.get(0)?,
+                org_id: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                key_id: r.get(4)?,
+                key_version: r.get(5)?,
+                claw_id: r.get(6)?,
+                outcome: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn orgs(&self) -> Result<Vec<OrgRow>, DbError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id, name, wrapped_data_key, created_at_ms FROM orgs ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(OrgRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                wrapped_data_key: r.get(2)?,
+                created_at_ms: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn rewrap_data_keys(
+        &self,
+        wrapped: &[(String, Vec<u8>)],
+        audit: &AuditRecord,
+    ) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for (org_id, blob) in wrapped {
+            tx.execute(
+                "UPDATE orgs SET wrapped_data_key = ?2 WHERE id = ?1",
+                params![org_id, blob],
+            )?;
+        }
+        insert_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn revoked_keys(&self) -> Result<Vec<String>, DbError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT id FROM provider_keys WHERE state = 'revoked'")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn data_version(&self) -> Result<i64, DbError> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
     fn usage_records(&self, filter: &UsageFilter) -> Result<Vec<UsageRecord>, DbError> {
@@ -453,7 +569,33 @@ mod tests {
             created_at_ms: 2,
             rotated_at_ms: None,
             revoked_at_ms: None,
+            scan_len: 0,
+            scan_hash: 0,
         }
+    }
+
+    #[test]
+    fn the_audit_log_refuses_updates_and_deletes() {
+        let db = SqliteDb::in_memory().expect("opens");
+        let record = AuditRecord {
+            at_ms: 1,
+            actor: "cli:test".into(),
+            action: "key.added".into(),
+            outcome: "ok".into(),
+            ..AuditRecord::default()
+        };
+        db.audit_append(&record).expect("appends");
+        let conn = db.conn();
+        let err = conn
+            .execute("UPDATE audit_records SET outcome = 'x'", [])
+            .expect_err("update refused");
+        assert!(err.to_string().contains("append-only"), "{err}");
+        let err = conn
+            .execute("DELETE FROM audit_records", [])
+            .expect_err("delete refused");
+        assert!(err.to_string().contains("append-only"), "{err}");
+        drop(conn);
+        assert_eq!(db.audit_records(None).expect("reads"), vec![record]);
     }
 
     #[test]

@@ -26,25 +26,37 @@ pub fn record(
     target: &CallTarget,
     kind: ProviderKind,
     request: &ChatRequest,
-    result: &Result<Completion, ProviderError>,
+    result: Option<&Result<Completion, ProviderError>>,
     latency: Duration,
 ) -> UsageRecord {
     let (usage, source, raw, model_returned, outcome) = match result {
-        Ok(done) if done.raw_usage.is_null() => (
+        // Cut in flight by a revocation: the provider may have read the
+        // prompt already, so its input is charged as an estimate.
+        None => (
+            Usage {
+                input_tokens: estimate_input(request),
+                ..Usage::default()
+            },
+            "estimated",
+            None,
+            None,
+            "cancelled_revoked".to_owned(),
+        ),
+        Some(Ok(done)) if done.raw_usage.is_null() => (
             estimate(request, done),
             "estimated",
             None,
             Some(done.model.clone()),
             "ok".to_owned(),
         ),
-        Ok(done) => (
+        Some(Ok(done)) => (
             done.usage,
             "reported",
             Some(done.raw_usage.to_string()),
             Some(done.model.clone()),
             "ok".to_owned(),
         ),
-        Err(e) => (Usage::default(), "none", None, None, outcome_of(e)),
+        Some(Err(e)) => (Usage::default(), "none", None, None, outcome_of(e)),
     };
     UsageRecord {
         at_ms: now_ms(),
@@ -90,14 +102,18 @@ fn outcome_of(e: &ProviderError) -> String {
     .to_owned()
 }
 
+fn estimate_input(request: &ChatRequest) -> u64 {
+    request
+        .messages
+        .iter()
+        .map(|m| (m.content.len() as u64).div_ceil(4) + 4)
+        .sum()
+}
+
 /// Four characters a token, for calls whose provider reported no usage.
 fn estimate(request: &ChatRequest, done: &Completion) -> Usage {
     let chars = |s: &str| s.len() as u64;
-    let input: u64 = request
-        .messages
-        .iter()
-        .map(|m| chars(&m.content).div_ceil(4) + 4)
-        .sum();
+    let input = estimate_input(request);
     let output = chars(&done.message.content).div_ceil(4)
         + done
             .message

@@ -20,7 +20,8 @@
 //! Control endpoints for tests:
 //! - `POST /_dev/faults` queues a fault: `{"status": 500}`, `{"status": 200,
 //!   "body": "not json"}`, `{"delay_ms": 2000}`, `{"status": 429,
-//!   "retry_after": 3}`, each applied to the next `times` requests (default 1);
+//!   "retry_after": 3}`, `{"status": 307, "body": "", "location": URL}`,
+//!   each applied to the next `times` requests (default 1);
 //! - `GET /_dev/requests` lists every request received (headers that carry
 //!   keys included: this is the provider's side of the wire) with the usage
 //!   reported; `DELETE /_dev/requests` clears the list.
@@ -53,6 +54,9 @@ pub struct Fault {
     /// `retry-after` header value, in seconds.
     #[serde(default)]
     pub retry_after: Option<u64>,
+    /// `location` header value, for redirect statuses.
+    #[serde(default)]
+    pub location: Option<String>,
     /// How many requests it applies to (1 by default).
     #[serde(default)]
     pub times: Option<u32>,
@@ -217,6 +221,13 @@ async fn handle(state: Shared, format: Format, headers: HeaderMap, body: Bytes) 
                 .into_response()
         }
     };
+    if let Some(Ok(value)) = fault
+        .as_ref()
+        .and_then(|f| f.location.as_deref())
+        .map(str::parse)
+    {
+        response.headers_mut().insert("location", value);
+    }
     if let Some(secs) = fault.as_ref().and_then(|f| f.retry_after) {
         response.headers_mut().insert("retry-after", secs.into());
     }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use super::revocation::{self, KeyLocks, RevocationWatch};
 use crate::cage::{RunContext, ToolInvocation};
-use crate::db::{CallTarget, Db, KeyState};
+use crate::db::{AuditRecord, CallTarget, Db, KeyState};
 use crate::metering;
 use crate::providers::{
     self, ChatRequest, Completion, Message, ProviderErrorKind, ProviderKind, ToolDefinition,
@@ -62,9 +63,28 @@ pub enum CallError {
     /// The provider did not answer in time.
     #[error("the provider did not answer in time")]
     Timeout,
+    /// The request contains one of the organisation's stored keys.
+    #[error("the request contains a stored API key")]
+    SecretInRequest,
     /// The host cannot serve the call until an admin acts.
     #[error("unavailable: {0}")]
     Unavailable(String),
+}
+
+impl CallError {
+    /// The outcome written to the audit log for a call refused this way.
+    fn outcome(&self) -> &'static str {
+        match self {
+            CallError::KeyRevoked => "refused_revoked",
+            CallError::NoKeyAssigned => "refused_unassigned",
+            CallError::RateLimited(_) => "rate_limited",
+            CallError::Provider { .. } => "provider_error",
+            CallError::InvalidRequest(_) => "invalid_request",
+            CallError::Timeout => "timeout",
+            CallError::SecretInRequest => "refused_secret_in_request",
+            CallError::Unavailable(_) => "unavailable",
+        }
+    }
 }
 
 /// Serves `llm-call` for every cage of a host.
@@ -72,12 +92,47 @@ pub struct LlmService {
     db: Arc<dyn Db>,
     master: MasterKey,
     http: reqwest::Client,
+    locks: Option<KeyLocks>,
+    watch: RevocationWatch,
 }
 
 impl LlmService {
-    /// A service over `db`, opening keys with `master`.
-    pub fn new(db: Arc<dyn Db>, master: MasterKey, http: reqwest::Client) -> Self {
-        Self { db, master, http }
+    /// A service over `db`, opening keys with `master`. `locks` fences
+    /// revocation across processes sharing a data directory; without them
+    /// (an in-memory database) revocation still applies to the next call.
+    pub fn new(
+        db: Arc<dyn Db>,
+        master: MasterKey,
+        http: reqwest::Client,
+        locks: Option<KeyLocks>,
+    ) -> Self {
+        let watch = RevocationWatch::new(db.clone());
+        Self {
+            db,
+            master,
+            http,
+            locks,
+            watch,
+        }
+    }
+
+    /// Revokes a key for every process sharing the data directory: commits
+    /// the new state, cuts this process's calls in flight with it, and
+    /// waits until no call anywhere is between its state check and the end
+    /// of its provider request.
+    ///
+    /// # Errors
+    ///
+    /// When the database or the lock file fails.
+    pub fn revoke(&self, key_id: &str, at_ms: i64) -> Result<bool, super::ServiceError> {
+        let changed = self.db.key_revoke(key_id, at_ms)?;
+        self.watch.refresh();
+        if let Some(locks) = &self.locks {
+            locks.drain(key_id).map_err(|e| {
+                super::ServiceError::Invalid(format!("cannot take the key's lock file: {e}"))
+            })?;
+        }
+        Ok(changed)
     }
 
     /// Performs one `llm-call` for the run `run`, attributed to `tool` when
@@ -114,16 +169,20 @@ impl LlmService {
         request: GuestRequest,
     ) -> Result<Completion, CallError> {
         let span = tracing::Span::current();
-        let db = self.db.clone();
-        let claw_id = run.claw_id.clone();
-        let target = blocking(move || db.call_target(&claw_id))
-            .await?
-            .ok_or(CallError::NoKeyAssigned)?;
+        let (target, _fence) = self.resolve_fenced(run).await?;
         span.record("key_id", target.key.id.as_str());
         span.record("gen_ai.request.model", target.model.as_str());
+        let refuse = |e: CallError, action: &str| {
+            let audit = self.audit(run, &target, action, e.outcome());
+            let db = self.db.clone();
+            async move {
+                blocking(move || db.audit_append(&audit)).await?;
+                Err(e)
+            }
+        };
         if target.key.state == KeyState::Revoked {
             tracing::info!("refused: key revoked");
-            return Err(CallError::KeyRevoked);
+            return refuse(CallError::KeyRevoked, "key.used").await;
         }
         let kind: ProviderKind = target
             .key
@@ -133,6 +192,19 @@ impl LlmService {
         span.record("gen_ai.provider.name", kind.otel_name());
         let base_url = providers::validate_base_url(&target.key.base_url)
             .map_err(|e| CallError::Unavailable(format!("key `{}`: {e}", target.key.name)))?;
+
+        let data_key = vault::open_data_key(&self.master, &run.org_id, &target.wrapped_data_key)
+            .map_err(|e| CallError::Unavailable(e.to_string()))?;
+        if let Some(leaked) = self.find_stored_key(run, &data_key, &request).await? {
+            tracing::warn!(leaked_key_id = %leaked, "refused: the request contains a stored key");
+            let mut audit = self.audit(run, &target, "exfiltration.refused", "refused");
+            audit.key_id = Some(leaked);
+            audit.key_version = None;
+            let db = self.db.clone();
+            blocking(move || db.audit_append(&audit)).await?;
+            return Err(CallError::SecretInRequest);
+        }
+
         let chat = ChatRequest {
             model: target.model.clone(),
             messages: request.messages,
@@ -140,20 +212,29 @@ impl LlmService {
             max_tokens: request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
             temperature: request.temperature,
         };
-
-        let secret = self.open_key(run, &target)?;
+        let secret = self.open_key(run, &data_key, &target)?;
+        drop(data_key);
+        let revoked = revocation::revoked(self.watch.subscribe(), &target.key.id);
         let started = Instant::now();
-        let result = providers::complete(&self.http, kind, &base_url, &secret, &chat).await;
+        let result = tokio::select! {
+            done = providers::complete(&self.http, kind, &base_url, &secret, &chat) => Some(done),
+            () = revoked => None,
+        };
         drop(secret);
         let latency = started.elapsed();
 
-        let record = metering::record(run, tool, &target, kind, &chat, &result, latency);
+        let record = metering::record(run, tool, &target, kind, &chat, result.as_ref(), latency);
         span.record("gen_ai.usage.input_tokens", record.input_tokens);
         span.record("gen_ai.usage.output_tokens", record.output_tokens);
         span.record("latency_ms", record.latency_ms);
+        let audit = self.audit(run, &target, "key.used", &record.outcome);
         let db = self.db.clone();
-        blocking(move || db.usage_insert(&record)).await?;
+        blocking(move || db.record_call(&record, &audit)).await?;
 
+        let Some(result) = result else {
+            tracing::info!("cancelled in flight: key revoked");
+            return Err(CallError::KeyRevoked);
+        };
         result.map_err(|e| {
             tracing::info!(status = e.status, kind = ?e.kind, "provider call failed");
             match e.kind {
@@ -167,6 +248,104 @@ impl LlmService {
                 },
             }
         })
+    }
+
+    /// Reads the claw's assignment under the fence of its key: the returned
+    /// lock guard must live until the provider request has ended.
+    async fn resolve_fenced(
+        &self,
+        run: &RunContext,
+    ) -> Result<(CallTarget, Option<std::fs::File>), CallError> {
+        let read = || {
+            let db = self.db.clone();
+            let claw_id = run.claw_id.clone();
+            async move {
+                blocking(move || db.call_target(&claw_id))
+                    .await?
+                    .ok_or(CallError::NoKeyAssigned)
+            }
+        };
+        let Some(locks) = &self.locks else {
+            return Ok((read().await?, None));
+        };
+        let mut key_id = read().await?.key.id;
+        // Reassignment between the two reads moves the call to another key:
+        // fence that one instead. Three tries cover any sane admin.
+        for _ in 0..3 {
+            let locks = locks.clone();
+            let id = key_id.clone();
+            let fence = tokio::task::spawn_blocking(move || locks.shared(&id))
+                .await
+                .map_err(|_| CallError::Unavailable("the host's lock task failed".into()))?
+                .map_err(|e| {
+                    CallError::Unavailable(format!("cannot take the key's lock file: {e}"))
+                })?;
+            let target = read().await?;
+            if target.key.id == key_id {
+                return Ok((target, Some(fence)));
+            }
+            key_id = target.key.id;
+        }
+        Err(CallError::Unavailable(
+            "the claw's assignment keeps changing; try again".into(),
+        ))
+    }
+
+    /// The id of a stored key of the organisation found in the request.
+    async fn find_stored_key(
+        &self,
+        run: &RunContext,
+        data_key: &vault::DataKey,
+        request: &GuestRequest,
+    ) -> Result<Option<String>, CallError> {
+        let db = self.db.clone();
+        let org_id = run.org_id.clone();
+        let entries: Vec<vault::guard::ScanEntry> = blocking(move || db.keys(&org_id))
+            .await?
+            .into_iter()
+            .map(|k| vault::guard::ScanEntry {
+                key_id: k.id,
+                len: k.scan_len as usize,
+                hash: k.scan_hash as u64,
+                fingerprint: k.fingerprint,
+            })
+            .collect();
+        let mut texts: Vec<&str> = Vec::new();
+        for m in &request.messages {
+            texts.push(&m.content);
+            for c in &m.tool_calls {
+                texts.extend([c.id.as_str(), c.name.as_str(), c.arguments.as_str()]);
+            }
+            texts.extend(m.tool_call_id.as_deref());
+        }
+        let schemas: Vec<String> = request
+            .tools
+            .iter()
+            .map(|t| t.parameters.to_string())
+            .collect();
+        for (t, schema) in request.tools.iter().zip(&schemas) {
+            texts.extend([t.name.as_str(), t.description.as_str(), schema.as_str()]);
+        }
+        Ok(vault::guard::find_key(data_key, &entries, &texts).map(|e| e.key_id.clone()))
+    }
+
+    fn audit(
+        &self,
+        run: &RunContext,
+        target: &CallTarget,
+        action: &str,
+        outcome: &str,
+    ) -> AuditRecord {
+        AuditRecord {
+            at_ms: metering::now_ms(),
+            org_id: Some(run.org_id.clone()),
+            actor: format!("claw:{}", run.claw_name),
+            action: action.into(),
+            key_id: Some(target.key.id.clone()),
+            key_version: Some(target.key.version),
+            claw_id: Some(run.claw_id.clone()),
+            outcome: outcome.into(),
+        }
     }
 
     /// Opens an organisation's data key with the master key.
@@ -185,16 +364,15 @@ impl LlmService {
     fn open_key(
         &self,
         run: &RunContext,
+        data_key: &vault::DataKey,
         target: &CallTarget,
     ) -> Result<vault::ProviderSecret, CallError> {
-        let data_key = vault::open_data_key(&self.master, &run.org_id, &target.wrapped_data_key)
-            .map_err(|e| CallError::Unavailable(e.to_string()))?;
         let binding = KeyBinding {
             org_id: &run.org_id,
             key_id: &target.key.id,
             version: target.key.version,
         };
-        vault::open_secret(&data_key, binding, &target.key.ciphertext).map_err(|_| {
+        vault::open_secret(data_key, binding, &target.key.ciphertext).map_err(|_| {
             tracing::warn!(key_id = %target.key.id, "stored key failed to decrypt");
             CallError::Unavailable(format!(
                 "the stored key `{}` failed to decrypt; an admin must enter it again with \

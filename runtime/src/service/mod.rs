@@ -2,6 +2,8 @@
 //! usage, for one organisation of one data directory.
 
 pub mod llm;
+mod master;
+pub mod revocation;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -10,13 +12,14 @@ use sha2::{Digest, Sha256};
 
 use crate::cage::{Cage, CageLimits, DeployError, RunContext, RunError, RunOutput};
 use crate::db::{
-    ClawRow, Db, DbError, KeyRow, KeyState, OrgRow, SqliteDb, UsageFilter, UsageGroup, UsageRecord,
-    UsageTotals,
+    AuditRecord, ClawRow, Db, DbError, KeyRow, KeyState, OrgRow, SqliteDb, UsageFilter, UsageGroup,
+    UsageRecord, UsageTotals,
 };
 use crate::metering::now_ms;
 use crate::providers::{self, ProviderKind};
 use crate::vault::{self, DataKey, KeyBinding, MasterKey, ProviderSecret, VaultError};
 use llm::LlmService;
+use revocation::KeyLocks;
 
 /// Name of the organisation used by the local CLI.
 pub const DEFAULT_ORG: &str = "default";
@@ -135,6 +138,7 @@ pub struct Service {
     llm: Arc<LlmService>,
     cage: OnceLock<Cage>,
     limits: CageLimits,
+    data_dir: PathBuf,
 }
 
 /// A completed run with the usage it recorded.
@@ -162,20 +166,21 @@ impl Service {
         if !data_dir.join(crate::db::DB_FILE).exists() {
             return Err(ServiceError::NotInitialised(data_dir.to_owned()));
         }
-        let master = MasterKey::load(data_dir)?;
         let db: Arc<dyn Db> = Arc::new(SqliteDb::open(data_dir)?);
         let org = db
             .org_by_name(DEFAULT_ORG)?
             .ok_or_else(|| ServiceError::NotInitialised(data_dir.to_owned()))?;
-        vault::open_data_key(&master, &org.id, &org.wrapped_data_key)?;
+        let master = master::load_or_recover(data_dir, &org)?;
         let http = providers::http_client().map_err(|e| ServiceError::Engine(e.to_string()))?;
-        let llm = Arc::new(LlmService::new(db.clone(), master, http));
+        let locks = Some(KeyLocks::new(data_dir));
+        let llm = Arc::new(LlmService::new(db.clone(), master, http, locks));
         Ok(Self {
             db,
             org,
             llm,
             cage: OnceLock::new(),
             limits: CageLimits::default(),
+            data_dir: data_dir.to_owned(),
         })
     }
 
@@ -239,7 +244,10 @@ impl Service {
             key_id: &id,
             version: 1,
         };
+        let (scan_len, scan_hash) = vault::guard::scan_hash(&data_key, &secret);
         let row = KeyRow {
+            scan_len: scan_len as i64,
+            scan_hash: scan_hash as i64,
             ciphertext: vault::seal_secret(&data_key, binding, &secret),
             fingerprint: secret.fingerprint(&data_key),
             hint: secret.hint(),
@@ -255,6 +263,7 @@ impl Service {
             revoked_at_ms: None,
         };
         self.db.key_insert(&row)?;
+        self.audit("key.added", &row)?;
         tracing::info!(key_id = %row.id, provider = %row.provider, "key added");
         Ok(row)
     }
@@ -294,8 +303,12 @@ impl Service {
         row.ciphertext = vault::seal_secret(&data_key, binding, &secret);
         row.fingerprint = secret.fingerprint(&data_key);
         row.hint = secret.hint();
+        let (scan_len, scan_hash) = vault::guard::scan_hash(&data_key, &secret);
+        row.scan_len = scan_len as i64;
+        row.scan_hash = scan_hash as i64;
         row.rotated_at_ms = Some(now_ms());
         self.db.key_rotate(&row)?;
+        self.audit("key.rotated", &row)?;
         tracing::info!(key_id = %row.id, version = row.version, "key rotated");
         Ok(row)
     }
@@ -307,9 +320,51 @@ impl Service {
     /// When the key does not exist.
     pub fn keys_revoke(&self, name: &str) -> Result<KeyRow, ServiceError> {
         let row = self.key(name)?;
-        self.db.key_revoke(&row.id, now_ms())?;
+        let changed = self.llm.revoke(&row.id, now_ms())?;
+        let row = self.key(name)?;
+        if changed {
+            self.audit("key.revoked", &row)?;
+        }
         tracing::info!(key_id = %row.id, "key revoked");
-        self.key(name)
+        Ok(row)
+    }
+
+    fn audit(&self, action: &str, key: &KeyRow) -> Result<(), ServiceError> {
+        Ok(self.db.audit_append(&AuditRecord {
+            at_ms: now_ms(),
+            org_id: Some(self.org.id.clone()),
+            actor: actor(),
+            action: action.into(),
+            key_id: Some(key.id.clone()),
+            key_version: Some(key.version),
+            claw_id: None,
+            outcome: "ok".into(),
+        })?)
+    }
+
+    /// The organisation's audit records, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub fn audit_records(&self) -> Result<Vec<AuditRecord>, ServiceError> {
+        Ok(self.db.audit_records(Some(&self.org.id))?)
+    }
+
+    /// Re-wraps every organisation's data key under a new master key in one
+    /// transaction. With a master key file, the new key is generated and
+    /// replaces the file; with `CLAWRUN_MASTER_KEY`, `new_key` must be given
+    /// and the operator sets the variable to it afterwards.
+    ///
+    /// # Errors
+    ///
+    /// When a data key does not open, or the files cannot be written; the
+    /// database is then unchanged.
+    pub fn rotate_master(
+        &self,
+        new_key: Option<MasterKey>,
+    ) -> Result<master::Rotated, ServiceError> {
+        master::rotate(&self.data_dir, &*self.db, &self.llm, new_key)
     }
 
     /// Validates and stores a claw component under `name`, replacing the
@@ -417,6 +472,50 @@ impl Service {
         })
     }
 
+    /// Runs a claw in a fresh inspectable cage and returns the report with
+    /// a copy of the guest's linear memories, for the tests that prove no
+    /// key reaches the guest.
+    ///
+    /// # Errors
+    ///
+    /// As [`Service::run`].
+    #[doc(hidden)]
+    pub async fn run_and_dump_memory(
+        &self,
+        claw: &str,
+        conversation_id: &str,
+        input: &str,
+    ) -> Result<(RunReport, Vec<Vec<u8>>), ServiceError> {
+        let row = self.claw(claw)?;
+        let component = self.db.claw_component(&row.id)?;
+        let cage = Cage::new_inspectable(self.limits.clone())
+            .map_err(|e| ServiceError::Engine(format!("{e:#}")))?;
+        let pre = cage.prepare(&row.digest, &component)?;
+        let context = RunContext {
+            org_id: self.org.id.clone(),
+            claw_id: row.id.clone(),
+            claw_name: row.name.clone(),
+            run_id: new_id("run"),
+            conversation_id: conversation_id.to_owned(),
+        };
+        let run_id = context.run_id.clone();
+        let (output, memories) = cage
+            .run_and_dump_memory(&pre, context, self.llm.clone(), input)
+            .await?;
+        let usage = self.db.usage_records(&UsageFilter {
+            org_id: self.org.id.clone(),
+            run_id: Some(run_id.clone()),
+            ..UsageFilter::default()
+        })?;
+        let report = RunReport {
+            run_id,
+            conversation_id: conversation_id.to_owned(),
+            output,
+            usage,
+        };
+        Ok((report, memories))
+    }
+
     /// Usage totals grouped by `group`, optionally for one claw or
     /// conversation.
     ///
@@ -440,6 +539,14 @@ impl Service {
             group,
         )?)
     }
+}
+
+/// Who is acting, for the audit log: the local user running the CLI.
+pub(crate) fn actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
 }
 
 /// Names of keys and claws: 1 to 64 of letters, digits, `-`, `_` and `.`,

@@ -17,6 +17,10 @@ pub const MASTER_KEY_ENV: &str = "CLAWRUN_MASTER_KEY";
 /// Name of the master key file in the data directory (mode 0600).
 pub const MASTER_KEY_FILE: &str = "master.key";
 
+/// Where `vault rotate-master` writes the new key before the database
+/// switches to it; renamed over [`MASTER_KEY_FILE`] once it has.
+pub const MASTER_KEY_NEXT_FILE: &str = "master.key.next";
+
 /// The 256-bit key that wraps every organisation's data key.
 pub struct MasterKey(Zeroizing<[u8; 32]>);
 
@@ -46,6 +50,27 @@ impl MasterKey {
         Ok(Self(Zeroizing::new(bytes)))
     }
 
+    /// Loads the master key file at `path` (mode 0600 required).
+    ///
+    /// # Errors
+    ///
+    /// As [`MasterKey::load`].
+    pub fn load_file(path: &Path) -> Result<Self, VaultError> {
+        let io = |source| VaultError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => Zeroizing::new(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(VaultError::MissingMasterKey);
+            }
+            Err(e) => return Err(io(e)),
+        };
+        check_owner_only(path)?;
+        Self::from_base64(&text, MASTER_KEY_FILE)
+    }
+
     /// Loads the master key from [`MASTER_KEY_ENV`], or else from
     /// [`MASTER_KEY_FILE`] in `data_dir`.
     ///
@@ -58,20 +83,12 @@ impl MasterKey {
             let text = Zeroizing::new(text);
             return Self::from_base64(&text, MASTER_KEY_ENV);
         }
-        let path = data_dir.join(MASTER_KEY_FILE);
-        let io = |source| VaultError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => Zeroizing::new(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(VaultError::MissingMasterKey);
-            }
-            Err(e) => return Err(io(e)),
-        };
-        check_owner_only(&path)?;
-        Self::from_base64(&text, MASTER_KEY_FILE)
+        Self::load_file(&data_dir.join(MASTER_KEY_FILE))
+    }
+
+    /// True when the master key comes from [`MASTER_KEY_ENV`].
+    pub fn from_env() -> bool {
+        std::env::var_os(MASTER_KEY_ENV).is_some()
     }
 
     /// Writes this key to [`MASTER_KEY_FILE`] in `data_dir`, created with
@@ -81,7 +98,16 @@ impl MasterKey {
     ///
     /// When the file exists or cannot be written.
     pub fn write_new_file(&self, data_dir: &Path) -> Result<(), VaultError> {
-        let path = data_dir.join(MASTER_KEY_FILE);
+        self.write_new(&data_dir.join(MASTER_KEY_FILE))
+    }
+
+    /// Writes this key to `path`, created with mode 0600 and synced to disk;
+    /// an existing file is never overwritten.
+    ///
+    /// # Errors
+    ///
+    /// When the file exists or cannot be written.
+    pub fn write_new(&self, path: &Path) -> Result<(), VaultError> {
         let io = |source| VaultError::Io {
             path: path.display().to_string(),
             source,
@@ -90,7 +116,7 @@ impl MasterKey {
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&path).map_err(io)?;
+        let mut file = options.open(path).map_err(io)?;
         let text = Zeroizing::new(format!("{}\n", BASE64.encode(&self.0[..])));
         file.write_all(text.as_bytes()).map_err(io)?;
         file.sync_all().map_err(io)

@@ -25,10 +25,11 @@
 //! a request is in flight.
 
 mod cipher;
+pub mod guard;
 mod master;
 
 pub use cipher::{KeyBinding, open_data_key, open_secret, seal_secret, wrap_data_key};
-pub use master::{MASTER_KEY_ENV, MASTER_KEY_FILE, MasterKey};
+pub use master::{MASTER_KEY_ENV, MASTER_KEY_FILE, MASTER_KEY_NEXT_FILE, MasterKey};
 
 use std::fmt;
 

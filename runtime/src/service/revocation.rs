@@ -1,0 +1,154 @@
+//! Revocation that bites on every call, across processes.
+//!
+//! Two mechanisms, both keyed by provider key id:
+//!
+//! - A fence of file locks in the data directory (`locks/KEY_ID.lock`). A
+//!   call holds the key's lock shared from its state check until its
+//!   provider request has ended; `keys revoke` commits the new state, then
+//!   takes the lock exclusively, which waits for every call that passed its
+//!   check before the commit to finish or be cancelled. So once `keys
+//!   revoke` returns, no request with the key can start in any process that
+//!   shares the data directory: a later call's check sees the revoked state.
+//! - A watcher thread per process that notices commits from other processes
+//!   (`PRAGMA data_version`, every [`WATCH_INTERVAL`]) and publishes the set
+//!   of revoked keys, so calls in flight are cancelled with the revoked error
+//!   instead of holding the fence until the provider answers.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::db::Db;
+
+/// How often the watcher looks for commits by other processes.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The per-key lock files of one data directory.
+#[derive(Debug, Clone)]
+pub struct KeyLocks {
+    dir: PathBuf,
+}
+
+impl KeyLocks {
+    /// Lock files under `data_dir/locks`.
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        Self {
+            dir: data_dir.join("locks"),
+        }
+    }
+
+    fn open(&self, key_id: &str) -> std::io::Result<File> {
+        std::fs::create_dir_all(&self.dir)?;
+        // Key ids are `key_` and hex digits, safe as file names.
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(format!("{key_id}.lock")))
+    }
+
+    /// Holds the key's lock shared until the returned file is dropped.
+    /// Blocks only while a revocation holds it exclusively.
+    pub fn shared(&self, key_id: &str) -> std::io::Result<File> {
+        let file = self.open(key_id)?;
+        file.lock_shared()?;
+        Ok(file)
+    }
+
+    /// Waits until no call holds the key's lock, then releases it.
+    pub fn drain(&self, key_id: &str) -> std::io::Result<()> {
+        let file = self.open(key_id)?;
+        file.lock()?;
+        file.unlock()
+    }
+}
+
+/// The set of revoked key ids as this process last saw it.
+pub struct RevocationWatch {
+    db: Arc<dyn Db>,
+    tx: watch::Sender<Arc<HashSet<String>>>,
+    started: OnceLock<()>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RevocationWatch {
+    /// A watch over `db`; the thread starts with the first subscription.
+    pub fn new(db: Arc<dyn Db>) -> Self {
+        let (tx, _) = watch::channel(Arc::new(HashSet::new()));
+        Self {
+            db,
+            tx,
+            started: OnceLock::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A receiver of the revoked set, starting the watcher if needed.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<HashSet<String>>> {
+        self.started.get_or_init(|| self.spawn());
+        self.tx.subscribe()
+    }
+
+    /// Re-reads the revoked set now (after a revocation in this process).
+    pub fn refresh(&self) {
+        publish(&*self.db, &self.tx);
+    }
+
+    fn spawn(&self) {
+        let (db, tx, stop) = (self.db.clone(), self.tx.clone(), self.stop.clone());
+        publish(&*db, &tx);
+        let spawned = std::thread::Builder::new()
+            .name("clawrun-revocation-watch".into())
+            .spawn(move || {
+                let mut seen = db.data_version().ok();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(WATCH_INTERVAL);
+                    let now = db.data_version().ok();
+                    if now != seen {
+                        seen = now;
+                        publish(&*db, &tx);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the revocation watcher; in-flight calls will not be cut on revocation");
+        }
+    }
+}
+
+impl Drop for RevocationWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn publish(db: &dyn Db, tx: &watch::Sender<Arc<HashSet<String>>>) {
+    match db.revoked_keys() {
+        Ok(ids) => {
+            let set: HashSet<String> = ids.into_iter().collect();
+            tx.send_if_modified(|current| {
+                if **current == set {
+                    false
+                } else {
+                    *current = Arc::new(set);
+                    true
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "revocation watcher could not read key states"),
+    }
+}
+
+/// Resolves when `key_id` appears in the revoked set.
+pub async fn revoked(mut rx: watch::Receiver<Arc<HashSet<String>>>, key_id: &str) {
+    if rx.wait_for(|set| set.contains(key_id)).await.is_err() {
+        // The watch was dropped with its service: nothing will ever cut
+        // this call, so never resolve.
+        std::future::pending::<()>().await;
+    }
+}

@@ -88,10 +88,14 @@ pub struct InitReport {
 pub fn init(data_dir: &Path) -> Result<InitReport, ServiceError> {
     create_private_dir(data_dir)
         .map_err(|e| ServiceError::Invalid(format!("cannot create {}: {e}", data_dir.display())))?;
+    let db = SqliteDb::open(data_dir)?;
+    let existing = db.org_by_name(DEFAULT_ORG)?;
     let mut wrote_master_key = false;
     let master = match MasterKey::load(data_dir) {
         Ok(master) => master,
-        Err(VaultError::MissingMasterKey) => {
+        // A new master key only for a new data directory: one that already
+        // holds keys needs the master key that sealed them.
+        Err(VaultError::MissingMasterKey) if existing.is_none() => {
             let master = MasterKey::generate();
             master.write_new_file(data_dir)?;
             wrote_master_key = true;
@@ -99,8 +103,7 @@ pub fn init(data_dir: &Path) -> Result<InitReport, ServiceError> {
         }
         Err(e) => return Err(e.into()),
     };
-    let db = SqliteDb::open(data_dir)?;
-    let already = match db.org_by_name(DEFAULT_ORG)? {
+    let already = match existing {
         Some(org) => {
             vault::open_data_key(&master, &org.id, &org.wrapped_data_key)?;
             true

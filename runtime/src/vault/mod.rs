@@ -47,8 +47,8 @@ pub enum VaultError {
     WrongMasterKey,
     /// No master key was found.
     #[error(
-        "no master key: set {MASTER_KEY_ENV} to a base64-encoded 32-byte key, or run `clawrun init` \
-         to create {MASTER_KEY_FILE} in the data directory"
+        "no master key: set {MASTER_KEY_ENV} to the base64 master key of this data directory, or \
+         restore its {MASTER_KEY_FILE} file (`clawrun init` creates one for a new data directory)"
     )]
     MissingMasterKey,
     /// A master key was found but is not 32 bytes of base64.

@@ -161,18 +161,30 @@ fn a_missing_master_key_is_a_clear_error_and_init_does_not_replace_it() {
     std::fs::remove_file(&key_file).expect("removes");
     let before = std::fs::read(env.path().join("clawrun.db")).expect("reads");
     let err = env.fails(&["keys", "list"], "");
-    assert!(err.contains("no master key: set CLAWRUN_MASTER_KEY"), "{err}");
+    assert!(
+        err.contains("no master key: set CLAWRUN_MASTER_KEY"),
+        "{err}"
+    );
     let err = env.fails(&["init"], "");
     assert!(err.contains("no master key"), "{err}");
-    assert!(!key_file.exists(), "init must not write a new master key over existing keys");
-    assert_eq!(std::fs::read(env.path().join("clawrun.db")).expect("reads"), before);
+    assert!(
+        !key_file.exists(),
+        "init must not write a new master key over existing keys"
+    );
+    assert_eq!(
+        std::fs::read(env.path().join("clawrun.db")).expect("reads"),
+        before
+    );
     std::fs::write(&key_file, saved).expect("restores");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let err = env.fails(&["keys", "list"], "");
-        assert!(err.contains("is readable by other users: run `chmod 600"), "{err}");
+        assert!(
+            err.contains("is readable by other users: run `chmod 600"),
+            "{err}"
+        );
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
     assert!(env.ok(&["keys", "list"]).contains("k "));

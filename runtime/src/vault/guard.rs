@@ -13,9 +13,6 @@ use hmac::{Hmac, Mac};
 
 use super::{DataKey, ProviderSecret};
 
-/// The Mersenne prime 2^61 - 1: arithmetic modulo it is exact in u128.
-const MODULUS: u64 = (1 << 61) - 1;
-
 /// What the guard knows of one stored key.
 #[derive(Debug, Clone)]
 pub struct ScanEntry {
@@ -30,24 +27,24 @@ pub struct ScanEntry {
 }
 
 /// The rolling-hash base of an organisation, derived from its data key.
+///
+/// Hashes are polynomials in this base modulo 2^64 (wrapping arithmetic,
+/// an odd base so it is invertible). Such hashes collide for crafted pairs
+/// of strings, but a guest that does not know the base cannot aim a
+/// collision at a stored key, and every hit is confirmed by HMAC anyway: a
+/// collision costs one HMAC, never a false match.
 fn base(data_key: &DataKey) -> u64 {
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(data_key.bytes())
         .expect("HMAC takes keys of any length");
     mac.update(b"clawrun/leak-guard-base/v1");
     let bytes = mac.finalize().into_bytes();
-    let raw = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-    // Any base in [256, MODULUS) works; keep clear of tiny values.
-    256 + raw % (MODULUS - 256)
-}
-
-fn mul(a: u64, b: u64) -> u64 {
-    ((u128::from(a) * u128::from(b)) % u128::from(MODULUS)) as u64
+    u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) | 1
 }
 
 fn hash_bytes(base: u64, bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0, |h, &b| (mul(h, base) + u64::from(b) + 1) % MODULUS)
+    bytes.iter().fold(0u64, |h, &b| {
+        h.wrapping_mul(base).wrapping_add(u64::from(b))
+    })
 }
 
 /// The length and rolling hash to store with `secret`.
@@ -69,23 +66,30 @@ pub fn find_key<'a>(
     let mut lengths: Vec<usize> = entries.iter().map(|e| e.len).filter(|&l| l > 0).collect();
     lengths.sort_unstable();
     lengths.dedup();
+    let by_length: Vec<(usize, Vec<&ScanEntry>)> = lengths
+        .iter()
+        .map(|&len| (len, entries.iter().filter(|e| e.len == len).collect()))
+        .collect();
     for text in texts {
         let bytes = text.as_bytes();
-        for &len in &lengths {
+        for (len, candidates) in &by_length {
+            let len = *len;
             if bytes.len() < len {
                 continue;
             }
             // base^(len-1), to remove the byte leaving the window.
-            let top = (1..len).fold(1, |p, _| mul(p, base));
+            let top = (1..len).fold(1u64, |p, _| p.wrapping_mul(base));
             let mut h = hash_bytes(base, &bytes[..len]);
             for start in 0..=bytes.len() - len {
                 if start > 0 {
-                    let out = u64::from(bytes[start - 1]) + 1;
-                    let inn = u64::from(bytes[start + len - 1]) + 1;
-                    h = (h + MODULUS - mul(out, top)) % MODULUS;
-                    h = (mul(h, base) + inn) % MODULUS;
+                    let out = u64::from(bytes[start - 1]);
+                    let inn = u64::from(bytes[start + len - 1]);
+                    h = h
+                        .wrapping_sub(out.wrapping_mul(top))
+                        .wrapping_mul(base)
+                        .wrapping_add(inn);
                 }
-                if let Some(hit) = entries.iter().find(|e| e.len == len && e.hash == h) {
+                if let Some(hit) = candidates.iter().find(|e| e.hash == h) {
                     let window = &bytes[start..start + len];
                     if fingerprint_bytes(data_key, window) == hit.fingerprint {
                         return Some(hit);
@@ -152,6 +156,29 @@ mod tests {
             "",
         ];
         assert!(find_key(&dk, &entries, &texts).is_none());
+    }
+
+    #[test]
+    fn the_rolling_hash_equals_the_direct_hash_at_every_offset() {
+        let dk = DataKey::generate();
+        let base = base(&dk);
+        let text = b"a rolling window over some text, with bytes \xff\x00 too";
+        let len = 7;
+        let top = (1..len).fold(1u64, |p, _| p.wrapping_mul(base));
+        let mut h = hash_bytes(base, &text[..len]);
+        for start in 1..=text.len() - len {
+            let out = u64::from(text[start - 1]);
+            let inn = u64::from(text[start + len - 1]);
+            h = h
+                .wrapping_sub(out.wrapping_mul(top))
+                .wrapping_mul(base)
+                .wrapping_add(inn);
+            assert_eq!(
+                h,
+                hash_bytes(base, &text[start..start + len]),
+                "offset {start}"
+            );
+        }
     }
 
     #[test]

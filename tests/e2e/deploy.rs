@@ -171,3 +171,49 @@ fn redeploy_replaces_the_component_and_keeps_the_assignment() {
     let report = env.run_claw("hello", "c", "text to summarise");
     assert_eq!(report["usage"].as_array().expect("records").len(), 1);
 }
+
+/// A component of several core instances, each growing its own memory by
+/// 100 MiB: the run's 256 MiB limit counts all of them together.
+#[test]
+fn the_memory_limit_counts_every_memory_of_the_component() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    let wat = r#"(component
+      (core module $M
+        (memory (export "mem") 1)
+        (func (export "grow") (result i32) (memory.grow (i32.const 1600))))
+      (core instance $a (instantiate $M))
+      (core instance $b (instantiate $M))
+      (core instance $c (instantiate $M))
+      (core module $Main
+        (import "a" "grow" (func $ga (result i32)))
+        (import "b" "grow" (func $gb (result i32)))
+        (import "c" "grow" (func $gc (result i32)))
+        (memory (export "mem") 1)
+        (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
+        (func (export "run") (param i32 i32 i32 i32) (result i32)
+          (if (i32.lt_s (call $ga) (i32.const 0)) (then unreachable))
+          (if (i32.lt_s (call $gb) (i32.const 0)) (then unreachable))
+          (if (i32.lt_s (call $gc) (i32.const 0)) (then unreachable))
+          (i32.const 0)))
+      (core instance $main (instantiate $Main
+        (with "a" (instance $a)) (with "b" (instance $b)) (with "c" (instance $c))))
+      (type $res (result string (error string)))
+      (func (export "run") (param "input" string) (param "conversation-id" string) (result $res)
+        (canon lift (core func $main "run") (memory (core memory $main "mem")) (realloc (core func $main "realloc")))))"#;
+    let path = write(
+        &env,
+        "three-memories.wasm",
+        &wat::parse_str(wat).expect("wat"),
+    );
+    env.ok(&["claws", "deploy", &path, "--name", "hog"]);
+    let out = env.run(&["run", "hog", "--input", "x"], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("claw `hog` trapped") && err.contains("unreachable"),
+        "{err}"
+    );
+    env.run_claw("hello", "c", "the host carries on");
+}

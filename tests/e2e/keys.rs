@@ -189,3 +189,61 @@ fn a_missing_master_key_is_a_clear_error_and_init_does_not_replace_it() {
     }
     assert!(env.ok(&["keys", "list"]).contains("k "));
 }
+
+#[test]
+fn pasted_mistakes_are_refused_as_keys_and_names() {
+    let env = Env::new();
+    for bad in [
+        "OPENAI_API_KEY=sk-abcdefghijklmnop",
+        "sk-abc def",
+        "sk-abc\nsk-def",
+        "sk-\u{1}abcdef",
+    ] {
+        let err = env.fails(&["keys", "add", "k", "--provider", "openai"], bad);
+        assert!(
+            err.contains("does not look like an API key"),
+            "{bad:?}: {err}"
+        );
+    }
+    let err = env.fails(
+        &["keys", "add", "k", "--provider", "openai"],
+        &"a".repeat(2000),
+    );
+    assert!(err.contains("does not look like an API key"), "{err}");
+    for name in [".", "..", ".hidden", "a/b", ""] {
+        let err = env.fails(&["keys", "add", name, "--provider", "openai"], OPENAI_KEY);
+        assert!(err.contains("invalid key name"), "{name:?}: {err}");
+    }
+    let listed: Value = serde_json::from_str(&env.ok(&["keys", "list", "--json"])).expect("JSON");
+    assert_eq!(listed, serde_json::json!([]));
+}
+
+#[test]
+fn the_data_directory_and_database_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clawrun"))
+        .args(["init"])
+        .env("CLAWRUN_DATA_DIR", &data)
+        .env_remove("CLAWRUN_MASTER_KEY")
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for file in [
+        "clawrun.db",
+        "clawrun.db-wal",
+        "clawrun.db-shm",
+        "master.key",
+    ] {
+        let path = data.join(file);
+        if path.exists() {
+            assert_eq!(mode(&path), 0o600, "{file}");
+        }
+    }
+}

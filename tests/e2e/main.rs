@@ -7,4 +7,5 @@ mod custody;
 mod deploy;
 mod keys;
 mod leaks;
+mod metering;
 mod runs;

@@ -71,6 +71,7 @@ impl HostToolInvocation for CageState {
 fn guest_request(r: wit::ChatRequest) -> Result<GuestRequest, String> {
     let mut tools = Vec::with_capacity(r.tools.len());
     for t in r.tools {
+        check_tool_name(&t.name)?;
         let parameters: serde_json::Value = serde_json::from_str(&t.parameters).map_err(|e| {
             format!(
                 "the parameters of tool `{}` are not valid JSON: {e}",
@@ -92,12 +93,41 @@ fn guest_request(r: wit::ChatRequest) -> Result<GuestRequest, String> {
     if r.messages.is_empty() {
         return Err("the request has no messages: add at least one user message".into());
     }
+    for call in r.messages.iter().flat_map(|m| &m.tool_calls) {
+        check_tool_name(&call.name)?;
+        let is_object =
+            serde_json::from_str::<serde_json::Value>(&call.arguments).is_ok_and(|v| v.is_object());
+        if !is_object {
+            return Err(format!(
+                "the arguments of tool call `{}` must be a JSON object: send the model's arguments \
+                 back as they came, or `{{}}`",
+                call.id
+            ));
+        }
+    }
     Ok(GuestRequest {
         messages: r.messages.into_iter().map(message_from_wit).collect(),
         tools,
         max_tokens: r.max_tokens,
         temperature: r.temperature,
     })
+}
+
+/// Tool names as the WIT documents them: 1 to 64 letters, digits, `_` and
+/// `-`, which every provider accepts.
+fn check_tool_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid tool name {name:?}: use 1 to 64 letters, digits, `_` or `-`"
+        ))
+    }
 }
 
 fn message_from_wit(m: wit::Message) -> providers::Message {

@@ -12,6 +12,7 @@
 //! `clawrun:claw/llm`.
 
 mod deploy;
+mod limits;
 mod llm;
 
 pub use deploy::{DeployError, MAX_COMPONENT_BYTES};
@@ -22,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::p2::pipe::{ClosedInputStream, MemoryOutputPipe};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -57,7 +58,8 @@ const CAPTURED_OUTPUT_BYTES: usize = 64 * 1024;
 pub struct CageLimits {
     /// Wall-clock time a run may take, host calls included.
     pub run_deadline: Duration,
-    /// Linear memory a run may grow to, in bytes.
+    /// Linear memory a run may grow to, in bytes, summed over every memory
+    /// of the component.
     pub memory_bytes: usize,
 }
 
@@ -100,7 +102,7 @@ pub struct ToolInvocation {
 pub struct CageState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: limits::RunLimiter,
     run: RunContext,
     llm: Arc<LlmService>,
     /// Resource reps of the tool invocations alive, oldest first.
@@ -256,9 +258,7 @@ impl Cage {
         let state = CageState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes)
-                .build(),
+            limits: limits::RunLimiter::new(self.limits.memory_bytes),
             run,
             llm,
             open_tools: Vec::new(),
@@ -354,9 +354,25 @@ impl Cage {
                     deadline,
                 }
             } else {
+                // A Rust claw's panic message is on its stderr: it says more
+                // than the trap itself.
+                let said = String::from_utf8_lossy(&stderr.contents()).into_owned();
+                let said: String = said
+                    .chars()
+                    .rev()
+                    .take(2000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                let message = if said.trim().is_empty() {
+                    format!("{e:#}")
+                } else {
+                    format!("{}\n{e:#}", said.trim_end())
+                };
                 RunError::Trap {
                     claw: claw.clone(),
-                    message: format!("{e:#}"),
+                    message,
                 }
             }
         };

@@ -147,7 +147,7 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct UsageArgs {
-    /// Group by claw, conversation, tool, key or model.
+    /// Group by claw, conversation, tool, key, model, hour or day.
     #[arg(long, default_value = "claw")]
     by: UsageGroup,
     /// Only this claw.
@@ -156,9 +156,37 @@ struct UsageArgs {
     /// Only this conversation.
     #[arg(long)]
     conversation: Option<String>,
+    /// Only usage at or after this time: RFC 3339 (2026-12-01T00:00:00Z) or
+    /// an age like 24h or 7days.
+    #[arg(long, value_parser = parse_time)]
+    since: Option<i64>,
+    /// Only usage before this time, in the same forms.
+    #[arg(long, value_parser = parse_time)]
+    until: Option<i64>,
     /// Print JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "csv")]
     json: bool,
+    /// Print CSV.
+    #[arg(long)]
+    csv: bool,
+}
+
+/// A time as milliseconds since the Unix epoch, from RFC 3339 or an age.
+fn parse_time(text: &str) -> Result<i64, String> {
+    let to_ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    };
+    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        return Ok(to_ms(at));
+    }
+    match humantime::parse_duration(text) {
+        Ok(age) => Ok(to_ms(std::time::SystemTime::now()) - age.as_millis() as i64),
+        Err(_) => Err(format!(
+            "`{text}` is neither an RFC 3339 time nor an age like 24h"
+        )),
+    }
 }
 
 /// Entry point of the binary.
@@ -178,7 +206,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", output::printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -375,9 +403,21 @@ async fn run(svc: &Service, args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn usage(svc: &Service, args: UsageArgs) -> anyhow::Result<ExitCode> {
-    let totals = svc.usage(args.by, args.claw.as_deref(), args.conversation.as_deref())?;
+    let scope = service::UsageScope {
+        claw: args.claw.as_deref(),
+        conversation: args.conversation.as_deref(),
+        since_ms: args.since,
+        until_ms: args.until,
+    };
+    let totals = svc.usage(args.by, &scope)?;
     if args.json {
         output::print_json(&totals)?;
+    } else if args.csv {
+        let mut out = csv::Writer::from_writer(std::io::stdout().lock());
+        for t in &totals {
+            out.serialize(t)?;
+        }
+        out.flush()?;
     } else {
         let mut table = Table::new(&[
             "GROUP",

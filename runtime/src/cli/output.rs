@@ -19,9 +19,10 @@ impl Table {
         }
     }
 
-    /// Adds a row.
+    /// Adds a row. Control characters in cells (names and labels can come
+    /// from a guest) are shown escaped, never sent to the terminal.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(cells.iter().map(|c| printable(c)).collect());
     }
 
     /// Prints the table to stdout.
@@ -45,6 +46,20 @@ impl Table {
             println!("{}", line.join("  ").trim_end());
         }
     }
+}
+
+/// `text` with control characters escaped (`\u{1b}`), so that text from a
+/// guest or a provider cannot drive the terminal.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Prints pretty JSON to stdout.
@@ -133,4 +148,15 @@ pub fn claws_table(rows: &[ClawRow]) -> Table {
         ]);
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_for_the_terminal() {
+        assert_eq!(printable("\u{1b}[2Jowned\u{7}"), "\\u{1b}[2Jowned\\u{7}");
+        assert_eq!(printable("plain text\nline two"), "plain text\nline two");
+    }
 }

@@ -214,6 +214,10 @@ pub struct UsageFilter {
     pub conversation_id: Option<String>,
     /// Only this run.
     pub run_id: Option<String>,
+    /// Only records at or after this time (ms since the Unix epoch).
+    pub since_ms: Option<i64>,
+    /// Only records before this time (ms since the Unix epoch).
+    pub until_ms: Option<i64>,
 }
 
 /// How usage is grouped.
@@ -229,6 +233,10 @@ pub enum UsageGroup {
     Key,
     /// Per model returned.
     Model,
+    /// Per hour (UTC).
+    Hour,
+    /// Per day (UTC).
+    Day,
 }
 
 impl std::str::FromStr for UsageGroup {
@@ -241,9 +249,11 @@ impl std::str::FromStr for UsageGroup {
             "tool" => UsageGroup::Tool,
             "key" => UsageGroup::Key,
             "model" => UsageGroup::Model,
+            "hour" => UsageGroup::Hour,
+            "day" => UsageGroup::Day,
             other => {
                 return Err(format!(
-                    "cannot group usage by `{other}`: use claw, conversation, tool, key or model"
+                    "cannot group usage by `{other}`: use claw, conversation, tool, key, model, hour or day"
                 ));
             }
         })

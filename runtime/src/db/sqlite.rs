@@ -37,7 +37,19 @@ impl SqliteDb {
     ///
     /// When the file cannot be opened, or was written by a newer clawrun.
     pub fn open(data_dir: &Path) -> Result<Self, DbError> {
-        let conn = Connection::open(data_dir.join(DB_FILE))?;
+        let path = data_dir.join(DB_FILE);
+        // Create the file owner-only before SQLite does, so that it, and the
+        // WAL and shared-memory files SQLite gives the same mode, are 0600.
+        #[cfg(unix)]
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path);
+        }
+        let conn = Connection::open(&path)?;
         Self::configure(conn)
     }
 
@@ -193,6 +205,13 @@ fn usage_where(filter: &UsageFilter) -> (String, Vec<String>) {
             args.push(v.clone());
             clause.push_str(&format!(" AND {column} = ?{}", args.len()));
         }
+    }
+    // Integers are written into the statement: they cannot carry SQL.
+    if let Some(since) = filter.since_ms {
+        clause.push_str(&format!(" AND u.at_ms >= {since}"));
+    }
+    if let Some(until) = filter.until_ms {
+        clause.push_str(&format!(" AND u.at_ms < {until}"));
     }
     (clause, args)
 }
@@ -512,6 +531,8 @@ impl Db for SqliteDb {
             }
             UsageGroup::Key => "COALESCE(k.name, u.key_id) || ' v' || u.key_version",
             UsageGroup::Model => "COALESCE(u.model_returned, u.model_requested)",
+            UsageGroup::Hour => "strftime('%Y-%m-%dT%H:00Z', u.at_ms / 1000, 'unixepoch')",
+            UsageGroup::Day => "strftime('%Y-%m-%d', u.at_ms / 1000, 'unixepoch')",
         };
         let (clause, args) = usage_where(filter);
         let conn = self.conn();

@@ -195,7 +195,9 @@ pub fn usage(raw: &Value) -> Usage {
     let cache_read = count(raw, "/cache_read_input_tokens");
     let cache_write = count(raw, "/cache_creation_input_tokens");
     Usage {
-        input_tokens: count(raw, "/input_tokens") + cache_read + cache_write,
+        input_tokens: count(raw, "/input_tokens")
+            .saturating_add(cache_read)
+            .saturating_add(cache_write),
         output_tokens: count(raw, "/output_tokens"),
         cache_read_tokens: cache_read,
         cache_write_tokens: cache_write,

@@ -22,9 +22,11 @@
 //!   "body": "not json"}`, `{"delay_ms": 2000}`, `{"status": 429,
 //!   "retry_after": 3}`, `{"status": 307, "body": "", "location": URL}`,
 //!   each applied to the next `times` requests (default 1);
-//! - `GET /_dev/requests` lists every request received (headers that carry
-//!   keys included: this is the provider's side of the wire) with the usage
-//!   reported; `DELETE /_dev/requests` clears the list.
+//! - `GET /_dev/requests` lists every request received, in arrival order,
+//!   as soon as it arrives (headers that carry keys included: this is the
+//!   provider's side of the wire), with the status and usage of its answer
+//!   (status 0 while in flight, or if the client went away first);
+//!   `DELETE /_dev/requests` clears the list.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -76,7 +78,10 @@ pub struct LoggedRequest {
     pub model: String,
     /// The JSON body received.
     pub body: Value,
-    /// Status answered.
+    /// Arrival order, from 1.
+    pub id: u64,
+    /// Status answered; 0 while the request is in flight, and for good when
+    /// the client went away before the answer.
     pub status: u16,
     /// Usage object reported in the reply, if any.
     pub usage: Option<Value>,
@@ -88,6 +93,7 @@ pub struct LoggedRequest {
 struct Inner {
     faults: VecDeque<Fault>,
     log: Vec<LoggedRequest>,
+    received: u64,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -188,10 +194,20 @@ async fn handle(state: Shared, format: Format, headers: HeaderMap, body: Bytes) 
             .unwrap_or_default()
             .to_owned(),
         body: request.clone(),
-        status: 200,
+        id: 0,
+        status: 0,
         usage: None,
         received_at_ms,
     };
+    // Logged on arrival, so tests see requests in flight.
+    let id = {
+        let mut inner = lock(&state);
+        inner.received += 1;
+        entry.id = inner.received;
+        inner.log.push(entry);
+        inner.received
+    };
+    let mut usage = None;
 
     let fault = next_fault(&state);
     if let Some(ms) = fault.as_ref().and_then(|f| f.delay_ms) {
@@ -212,7 +228,7 @@ async fn handle(state: Shared, format: Format, headers: HeaderMap, body: Bytes) 
         }
         None => {
             if status == 200 {
-                entry.usage = reply.get("usage").cloned();
+                usage = reply.get("usage").cloned();
             }
             (
                 StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -231,8 +247,10 @@ async fn handle(state: Shared, format: Format, headers: HeaderMap, body: Bytes) 
     if let Some(secs) = fault.as_ref().and_then(|f| f.retry_after) {
         response.headers_mut().insert("retry-after", secs.into());
     }
-    entry.status = response.status().as_u16();
-    lock(&state).log.push(entry);
+    if let Some(entry) = lock(&state).log.iter_mut().find(|e| e.id == id) {
+        entry.status = response.status().as_u16();
+        entry.usage = usage;
+    }
     response
 }
 

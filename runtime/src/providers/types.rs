@@ -112,7 +112,16 @@ pub struct Completion {
     pub raw_usage: Value,
 }
 
-/// Reads a non-negative integer field, treating absent or null as zero.
+/// Largest token count believed for one call. A provider that reports more
+/// is answering garbage; clamping keeps sums in the ledger from overflowing.
+pub const MAX_TOKENS_PER_CALL: u64 = 1_000_000_000_000;
+
+/// Reads a non-negative integer field, treating absent or null as zero and
+/// clamping to [`MAX_TOKENS_PER_CALL`].
 pub(crate) fn count(value: &Value, pointer: &str) -> u64 {
-    value.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
+    value
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        .min(MAX_TOKENS_PER_CALL)
 }

@@ -215,11 +215,24 @@ impl LlmService {
         let secret = self.open_key(run, &data_key, &target)?;
         drop(data_key);
         let revoked = revocation::revoked(self.watch.subscribe(), &target.key.id);
+        // If this future is dropped mid-request (the run's deadline), the
+        // guard still writes the call's record: the provider may bill it.
+        let mut unfinished =
+            metering::record(run, tool, &target, kind, &chat, None, Duration::ZERO);
+        unfinished.outcome = "cancelled".into();
+        let guard = UnfinishedCall {
+            db: self.db.clone(),
+            records: Some((
+                unfinished,
+                self.audit(run, &target, "key.used", "cancelled"),
+            )),
+        };
         let started = Instant::now();
         let result = tokio::select! {
             done = providers::complete(&self.http, kind, &base_url, &secret, &chat) => Some(done),
             () = revoked => None,
         };
+        guard.disarm();
         drop(secret);
         let latency = started.elapsed();
 
@@ -380,6 +393,29 @@ impl LlmService {
                 target.key.name, target.key.name
             ))
         })
+    }
+}
+
+/// Writes an unfinished call's usage and audit records if dropped armed.
+struct UnfinishedCall {
+    db: Arc<dyn Db>,
+    records: Option<(crate::db::UsageRecord, AuditRecord)>,
+}
+
+impl UnfinishedCall {
+    fn disarm(mut self) {
+        self.records = None;
+    }
+}
+
+impl Drop for UnfinishedCall {
+    fn drop(&mut self) {
+        if let Some((mut usage, audit)) = self.records.take() {
+            usage.at_ms = metering::now_ms();
+            if let Err(e) = self.db.record_call(&usage, &audit) {
+                tracing::error!(error = %e, "could not record a call cut off by the run's deadline");
+            }
+        }
     }
 }
 

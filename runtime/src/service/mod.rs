@@ -126,12 +126,20 @@ pub fn init(data_dir: &Path) -> Result<InitReport, ServiceError> {
     })
 }
 
+/// Creates the data directory owner-only, and makes an existing one so:
+/// usage, key names and hints are nobody else's business.
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// One organisation's view of an initialised data directory.
@@ -142,6 +150,19 @@ pub struct Service {
     cage: OnceLock<Cage>,
     limits: CageLimits,
     data_dir: PathBuf,
+}
+
+/// Which usage a query covers; every field narrows it.
+#[derive(Debug, Clone, Default)]
+pub struct UsageScope<'a> {
+    /// Only this claw (by name).
+    pub claw: Option<&'a str>,
+    /// Only this conversation.
+    pub conversation: Option<&'a str>,
+    /// Only records at or after this time (ms since the Unix epoch).
+    pub since_ms: Option<i64>,
+    /// Only records before this time (ms since the Unix epoch).
+    pub until_ms: Option<i64>,
 }
 
 /// A completed run with the usage it recorded.
@@ -233,11 +254,7 @@ impl Service {
         secret: ProviderSecret,
     ) -> Result<KeyRow, ServiceError> {
         check_name("key", name)?;
-        if secret.is_empty() {
-            return Err(ServiceError::Invalid(
-                "the key is empty: paste it on stdin or at the prompt".into(),
-            ));
-        }
+        check_secret(&secret)?;
         let base_url = providers::validate_base_url(base_url.unwrap_or(kind.default_base_url()))
             .map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let data_key = self.data_key()?;
@@ -291,11 +308,7 @@ impl Service {
         if row.state == KeyState::Revoked {
             return Err(ServiceError::KeyRevoked(name.into()));
         }
-        if secret.is_empty() {
-            return Err(ServiceError::Invalid(
-                "the key is empty: paste it on stdin or at the prompt".into(),
-            ));
-        }
+        check_secret(&secret)?;
         let data_key = self.data_key()?;
         row.version += 1;
         let binding = KeyBinding {
@@ -519,8 +532,7 @@ impl Service {
         Ok((report, memories))
     }
 
-    /// Usage totals grouped by `group`, optionally for one claw or
-    /// conversation.
+    /// Usage totals grouped by `group`, within `scope`.
     ///
     /// # Errors
     ///
@@ -528,16 +540,20 @@ impl Service {
     pub fn usage(
         &self,
         group: UsageGroup,
-        claw: Option<&str>,
-        conversation: Option<&str>,
+        scope: &UsageScope<'_>,
     ) -> Result<Vec<UsageTotals>, ServiceError> {
-        let claw_id = claw.map(|name| self.claw(name).map(|c| c.id)).transpose()?;
+        let claw_id = scope
+            .claw
+            .map(|name| self.claw(name).map(|c| c.id))
+            .transpose()?;
         Ok(self.db.usage_totals(
             &UsageFilter {
                 org_id: self.org.id.clone(),
                 claw_id,
-                conversation_id: conversation.map(str::to_owned),
+                conversation_id: scope.conversation.map(str::to_owned),
                 run_id: None,
+                since_ms: scope.since_ms,
+                until_ms: scope.until_ms,
             },
             group,
         )?)
@@ -552,10 +568,40 @@ pub(crate) fn actor() -> String {
     format!("cli:{user}")
 }
 
+/// Longest provider key accepted, in bytes.
+pub const MAX_SECRET_BYTES: usize = 1024;
+
+/// Provider keys are tokens of visible ASCII; anything else (a line break,
+/// `NAME=value`, a pasted paragraph) is a paste mistake best caught now
+/// rather than at the first call.
+fn check_secret(secret: &ProviderSecret) -> Result<(), ServiceError> {
+    let key = secret.expose();
+    if key.is_empty() {
+        return Err(ServiceError::Invalid(
+            "the key is empty: paste it on stdin or at the prompt".into(),
+        ));
+    }
+    // `OPENAI_API_KEY=sk-...` pasted from a shell file.
+    let assignment = key.split_once('=').is_some_and(|(name, _)| {
+        name.len() >= 2
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    });
+    if key.len() > MAX_SECRET_BYTES || !key.bytes().all(|b| b.is_ascii_graphic()) || assignment {
+        return Err(ServiceError::Invalid(format!(
+            "that does not look like an API key: paste only the key itself, at most \
+             {MAX_SECRET_BYTES} visible ASCII characters with no spaces or line breaks"
+        )));
+    }
+    Ok(())
+}
+
 /// Names of keys and claws: 1 to 64 of letters, digits, `-`, `_` and `.`,
 /// so they are safe in URLs, file names and tables.
 fn check_name(what: &str, name: &str) -> Result<(), ServiceError> {
     let ok = !name.is_empty()
+        && !name.starts_with('.')
         && name.len() <= 64
         && name
             .chars()
@@ -564,7 +610,8 @@ fn check_name(what: &str, name: &str) -> Result<(), ServiceError> {
         Ok(())
     } else {
         Err(ServiceError::Invalid(format!(
-            "invalid {what} name `{name}`: use 1 to 64 letters, digits, `-`, `_` or `.`"
+            "invalid {what} name `{name}`: use 1 to 64 letters, digits, `-`, `_` or `.`, \
+             not starting with `.`"
         )))
     }
 }

@@ -1,0 +1,123 @@
+//! Sanitising provider text before a claw or a log sees it.
+//!
+//! Some providers quote the key, or part of it, in their error messages. The
+//! text is matched on its skeleton: its characters without whitespace,
+//! control and invisible formatting characters, so a key spread out with
+//! spaces, zero-width characters or control bytes is still found. Every run
+//! of the skeleton that shares eight or more consecutive characters with the
+//! key is replaced by `[redacted]` in the output.
+
+use std::collections::HashSet;
+
+use crate::vault::ProviderSecret;
+
+/// Longest provider error text passed on, in characters.
+pub const MAX_ERROR_TEXT: usize = 300;
+
+/// Consecutive characters of the key that count as a leak.
+const WINDOW: usize = 8;
+
+/// Characters left out of the output and of the skeleton: control
+/// characters, and the invisible formatting characters that can hide
+/// between a key's characters.
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{00ad}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+}
+
+/// Makes provider text safe to hand to a claw or a log: key material
+/// redacted, invisible characters dropped, length bounded.
+pub fn sanitise(text: &str, secret: &ProviderSecret) -> String {
+    let key: Vec<char> = secret.expose().chars().collect();
+    let visible: Vec<char> = text.chars().filter(|&c| !invisible(c)).collect();
+    // Positions (in `visible`) of the skeleton's characters.
+    let skeleton: Vec<usize> = (0..visible.len())
+        .filter(|&i| !visible[i].is_whitespace())
+        .collect();
+    let mut redacted = vec![false; visible.len()];
+    let window = WINDOW.min(key.len());
+    if window > 0 {
+        let windows: HashSet<&[char]> = key.windows(window).collect();
+        let chars: Vec<char> = skeleton.iter().map(|&i| visible[i]).collect();
+        for start in 0..chars.len().saturating_sub(window - 1) {
+            if windows.contains(&chars[start..start + window]) {
+                let (from, to) = (skeleton[start], skeleton[start + window - 1]);
+                redacted[from..=to].iter_mut().for_each(|r| *r = true);
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut in_run = false;
+    for (c, hidden) in visible.iter().zip(&redacted) {
+        match (*hidden, in_run) {
+            (true, false) => out.push_str("[redacted]"),
+            (true, true) => {}
+            (false, _) => out.push(*c),
+        }
+        in_run = *hidden;
+    }
+    if out.chars().count() > MAX_ERROR_TEXT {
+        out = out.chars().take(MAX_ERROR_TEXT).collect::<String>() + "…";
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWX";
+
+    fn clean(text: &str) -> String {
+        sanitise(text, &ProviderSecret::new(KEY.into()))
+    }
+
+    #[test]
+    fn whole_and_partial_keys_are_redacted() {
+        let out = clean(
+            "Incorrect API key provided: sk-proj-ABCDEFGHIJKLMNOPQRSTUVWX. Also ***MNOPQRSTUV***",
+        );
+        assert_eq!(
+            out,
+            "Incorrect API key provided: [redacted]. Also ***[redacted]***"
+        );
+    }
+
+    #[test]
+    fn keys_spread_out_with_invisible_or_blank_characters_are_redacted() {
+        let spread = |sep: &str| {
+            KEY.chars()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(sep)
+        };
+        for sep in ["\u{1}", "\u{200b}", " ", "\u{feff}", "\t"] {
+            let out = clean(&format!("bad key: {}", spread(sep)));
+            assert!(
+                !out.contains("ABCD") && !out.contains("A B C"),
+                "{sep:?}: {out}"
+            );
+            assert!(out.starts_with("bad key: [redacted]"), "{sep:?}: {out}");
+        }
+    }
+
+    #[test]
+    fn ordinary_text_is_kept_and_control_characters_dropped() {
+        assert_eq!(
+            clean("rate limit reached for gpt-4o"),
+            "rate limit reached for gpt-4o"
+        );
+        assert_eq!(clean("a\u{1b}[31mred"), "a[31mred");
+        let long = clean(&"x".repeat(1000));
+        assert_eq!(long.chars().count(), MAX_ERROR_TEXT + 1);
+    }
+
+    #[test]
+    fn short_keys_are_matched_whole() {
+        let out = sanitise(
+            "the key abc123 is wrong",
+            &ProviderSecret::new("abc123".into()),
+        );
+        assert_eq!(out, "the key [redacted] is wrong");
+    }
+}

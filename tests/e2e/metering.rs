@@ -1,0 +1,100 @@
+//! Metering: the ledger survives SIGKILL, and usage queries group, filter
+//! and export.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{DevProvider, Env};
+
+#[test]
+fn a_usage_record_survives_sigkill_straight_after_the_call() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "repeat", "gpt-4o-mini");
+    // The first call answers at once; the second hangs, so the host is
+    // killed while the first call's record is its most recent write.
+    dev.fault(json!({"status": 200, "delay_ms": 0}));
+    dev.fault(json!({"delay_ms": 60_000}));
+    let mut host = env
+        .command(&[
+            "run",
+            "repeat",
+            "--conversation",
+            "crash",
+            "--input",
+            "5 hello",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The second request has arrived: the first call returned to the claw.
+    while dev.requests().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the claw never made its second call"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    host.kill().expect("SIGKILL");
+    host.wait().expect("reaped");
+
+    let records: Value =
+        serde_json::from_str(&env.ok(&["usage", "--by", "conversation", "--json"])).expect("JSON");
+    assert_eq!(records[0]["group"], "crash");
+    assert_eq!(records[0]["calls"], 1);
+    let reported = &dev.requests()[0]["usage"];
+    assert_eq!(records[0]["input_tokens"], reported["prompt_tokens"]);
+    assert_eq!(records[0]["output_tokens"], reported["completion_tokens"]);
+}
+
+#[test]
+fn usage_groups_by_time_filters_by_range_and_exports_csv() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    env.run_claw("hello", "a", "one");
+    env.run_claw("hello", "b", "two");
+
+    let by_day: Value =
+        serde_json::from_str(&env.ok(&["usage", "--by", "day", "--json"])).expect("JSON");
+    let today = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()[..10]
+        .to_owned();
+    assert_eq!(by_day[0]["group"], today);
+    assert_eq!(by_day[0]["calls"], 2);
+    let by_hour: Value =
+        serde_json::from_str(&env.ok(&["usage", "--by", "hour", "--json"])).expect("JSON");
+    assert!(
+        by_hour[0]["group"]
+            .as_str()
+            .expect("label")
+            .ends_with(":00Z")
+    );
+
+    let recent: Value =
+        serde_json::from_str(&env.ok(&["usage", "--since", "1h", "--json"])).expect("JSON");
+    assert_eq!(recent[0]["calls"], 2);
+    let future: Value =
+        serde_json::from_str(&env.ok(&["usage", "--since", "2999-01-01T00:00:00Z", "--json"]))
+            .expect("JSON");
+    assert_eq!(future, json!([]));
+    let past: Value =
+        serde_json::from_str(&env.ok(&["usage", "--until", "2000-01-01T00:00:00Z", "--json"]))
+            .expect("JSON");
+    assert_eq!(past, json!([]));
+    let err = env.fails(&["usage", "--since", "yesterday-ish"], "");
+    assert!(err.contains("neither an RFC 3339 time nor an age"), "{err}");
+
+    let csv = env.ok(&["usage", "--by", "conversation", "--csv"]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "group,calls,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,reasoning_tokens"
+    );
+    assert_eq!(lines.len(), 3);
+    assert!(lines[1].starts_with("a,1,"));
+    assert!(lines[2].starts_with("b,1,"));
+}

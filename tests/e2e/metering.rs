@@ -98,3 +98,23 @@ fn usage_groups_by_time_filters_by_range_and_exports_csv() {
     assert!(lines[1].starts_with("a,1,"));
     assert!(lines[2].starts_with("b,1,"));
 }
+
+#[test]
+fn a_reply_without_usage_is_estimated_and_marked_so() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    let body = json!({
+        "id": "chatcmpl-x", "object": "chat.completion", "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "sixteen chars!!!"}}]
+    });
+    dev.fault(json!({"status": 200, "body": body.to_string()}));
+    let report = env.run_claw("hello", "c", "hello there");
+    let record = &report["usage"][0];
+    assert_eq!(report["output"], "sixteen chars!!!");
+    assert_eq!(record["source"], "estimated");
+    assert_eq!(record["output_tokens"], 4);
+    assert!(record["input_tokens"].as_i64().expect("count") > 0);
+    assert!(record["raw_usage"].is_null());
+}

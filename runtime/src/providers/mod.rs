@@ -413,6 +413,48 @@ mod tests {
     }
 
     #[test]
+    fn statuses_map_to_their_error_kinds_with_the_provider_message() {
+        let secret = ProviderSecret::new("sk-test-0000000000000000".into());
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("3"));
+        let openai =
+            br#"{"error":{"message":"You exceeded your quota","type":"insufficient_quota"}}"#;
+        let anthropic =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let cases = [
+            (400, ProviderErrorKind::BadRequest),
+            (401, ProviderErrorKind::Unauthorized),
+            (403, ProviderErrorKind::Forbidden),
+            (404, ProviderErrorKind::NotFound),
+            (422, ProviderErrorKind::BadRequest),
+            (
+                429,
+                ProviderErrorKind::RateLimited {
+                    retry_after: Some(Duration::from_secs(3)),
+                },
+            ),
+            (500, ProviderErrorKind::Server),
+            (503, ProviderErrorKind::Server),
+            (529, ProviderErrorKind::Overloaded),
+            (418, ProviderErrorKind::OtherStatus),
+        ];
+        for (status, kind) in cases {
+            let e = ProviderError::from_status(status, &headers, openai, &secret);
+            assert_eq!((e.kind, e.status), (kind, status));
+            assert_eq!(e.message, "You exceeded your quota");
+        }
+        let e = ProviderError::from_status(529, &HeaderMap::new(), anthropic, &secret);
+        assert_eq!(e.message, "Overloaded");
+        let e = ProviderError::from_status(
+            502,
+            &HeaderMap::new(),
+            b"<html>Bad Gateway</html>",
+            &secret,
+        );
+        assert_eq!(e.message, "<html>Bad Gateway</html>");
+    }
+
+    #[test]
     fn retry_after_reads_seconds_and_milliseconds() {
         let mut headers = HeaderMap::new();
         headers.insert("retry-after", HeaderValue::from_static("7"));

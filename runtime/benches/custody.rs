@@ -40,23 +40,26 @@ fn custody(c: &mut Criterion) {
             key_id: &id,
             version: 1,
         };
-        db.key_insert(&KeyRow {
-            id: id.clone(),
-            org_id: org.id.clone(),
-            name: id.clone(),
-            provider: "openai".into(),
-            base_url: "https://api.openai.com/v1".into(),
-            ciphertext: vault::seal_secret(&data_key, binding, &secret),
-            version: 1,
-            state: KeyState::Active,
-            fingerprint: secret.fingerprint(&data_key),
-            hint: secret.hint(),
-            created_at_ms: 0,
-            rotated_at_ms: None,
-            revoked_at_ms: None,
-            scan_len: len as i64,
-            scan_hash: hash as i64,
-        })
+        db.key_insert(
+            &KeyRow {
+                id: id.clone(),
+                org_id: org.id.clone(),
+                name: id.clone(),
+                provider: "openai".into(),
+                base_url: "https://api.openai.com/v1".into(),
+                ciphertext: vault::seal_secret(&data_key, binding, &secret),
+                version: 1,
+                state: KeyState::Active,
+                fingerprint: secret.fingerprint(&data_key),
+                hint: secret.hint(),
+                created_at_ms: 0,
+                rotated_at_ms: None,
+                revoked_at_ms: None,
+                scan_len: len as i64,
+                scan_hash: hash as i64,
+            },
+            &Default::default(),
+        )
         .expect("key");
         entries.push(ScanEntry {
             key_id: id,

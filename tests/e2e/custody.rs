@@ -443,3 +443,100 @@ fn revocation_from_another_process_stops_every_claw_at_once() {
         .expect("reads");
     assert!(estimated > 0, "a cut call is charged its estimated input");
 }
+
+#[test]
+fn the_leak_guard_follows_a_rotated_key() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    let rotated = "sk-proj-ROTATEDguard-99998888777766665555";
+    env.ok_with_stdin(&["keys", "rotate", "openai-key"], rotated);
+    let err = env.fails(&["run", "hello"], &format!("leak {rotated} now"));
+    assert!(
+        err.contains("the request contains a stored API key"),
+        "{err}"
+    );
+    assert_eq!(dev.requests().len(), 0);
+}
+
+#[test]
+fn concurrent_master_rotations_never_lose_the_keys() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    for round in 0..5 {
+        let a = env
+            .command(&["vault", "rotate-master"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts");
+        let b = env
+            .command(&["vault", "rotate-master"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts");
+        let (a, b) = (
+            a.wait_with_output().expect("ends"),
+            b.wait_with_output().expect("ends"),
+        );
+        assert!(
+            a.status.success() || b.status.success(),
+            "round {round}: neither rotation succeeded"
+        );
+        env.run_claw("hello", "c", &format!("round {round}"));
+    }
+    let rotations = audit(&env)
+        .iter()
+        .filter(|a| a["action"] == "master.rotated")
+        .count();
+    assert!(rotations >= 5, "{rotations}");
+}
+
+#[test]
+fn a_revocation_is_audited_even_when_waiting_for_calls_fails() {
+    let env = Env::new();
+    env.ok_with_stdin(&["keys", "add", "k", "--provider", "openai"], OPENAI_KEY);
+    // A plain file where the lock directory should be: the wait fails.
+    let _ = std::fs::remove_dir_all(env.path().join("locks"));
+    std::fs::write(env.path().join("locks"), b"not a directory").expect("writes");
+    let err = env.fails(&["keys", "revoke", "k"], "");
+    assert!(err.contains("cannot take the key's lock file"), "{err}");
+    let listed: Value = serde_json::from_str(&env.ok(&["keys", "list", "--json"])).expect("JSON");
+    assert_eq!(
+        listed[0]["state"], "revoked",
+        "the revocation itself was committed"
+    );
+    assert_eq!(
+        audit(&env)
+            .iter()
+            .filter(|a| a["action"] == "key.revoked")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_successful_reply_that_echoes_the_key_is_scrubbed() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    let body = json!({
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": format!("your key is {OPENAI_KEY}")}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10, "note": OPENAI_KEY}
+    });
+    dev.fault(json!({"status": 200, "body": body.to_string()}));
+    let report = env.run_claw("hello", "c", "hi");
+    assert_eq!(report["output"], "your key is [redacted]");
+    for file in files(env.path()) {
+        let bytes = std::fs::read(&file).expect("reads");
+        assert!(
+            !contains(&bytes, OPENAI_KEY.as_bytes()),
+            "{}",
+            file.display()
+        );
+    }
+}

@@ -203,6 +203,17 @@ pub struct AuditRecord {
     pub outcome: String,
 }
 
+/// One organisation's data key, wrapped under the old and the new master key.
+#[derive(Debug, Clone)]
+pub struct Rewrap {
+    /// Organisation.
+    pub org_id: String,
+    /// The wrapped key as read.
+    pub old: Vec<u8>,
+    /// The wrapped key under the new master key.
+    pub new: Vec<u8>,
+}
+
 /// Which usage records a query covers.
 #[derive(Debug, Clone, Default)]
 pub struct UsageFilter {
@@ -289,16 +300,20 @@ pub trait Db: Send + Sync {
     fn org_create(&self, org: &OrgRow) -> Result<(), DbError>;
     /// Finds an organisation by name.
     fn org_by_name(&self, name: &str) -> Result<Option<OrgRow>, DbError>;
-    /// Stores a new key.
-    fn key_insert(&self, key: &KeyRow) -> Result<(), DbError>;
+    /// Stores a new key and its audit record, in one transaction.
+    fn key_insert(&self, key: &KeyRow, audit: &AuditRecord) -> Result<(), DbError>;
     /// Finds a key by name.
     fn key_by_name(&self, org_id: &str, name: &str) -> Result<Option<KeyRow>, DbError>;
     /// Lists an organisation's keys by name.
     fn keys(&self, org_id: &str) -> Result<Vec<KeyRow>, DbError>;
     /// Replaces a key's ciphertext with a new version's.
-    fn key_rotate(&self, rotated: &KeyRow) -> Result<(), DbError>;
-    /// Marks a key revoked; false when it was already revoked.
-    fn key_revoke(&self, key_id: &str, at_ms: i64) -> Result<bool, DbError>;
+    /// and appends `audit`, in one transaction; false (and nothing written)
+    /// when the key was revoked or rotated meanwhile. The old ciphertext is
+    /// then overwritten in every file of the database.
+    fn key_rotate(&self, rotated: &KeyRow, audit: &AuditRecord) -> Result<bool, DbError>;
+    /// Marks a key revoked and appends `audit`, in one transaction; false
+    /// (and no audit record) when it was already revoked.
+    fn key_revoke(&self, key_id: &str, at_ms: i64, audit: &AuditRecord) -> Result<bool, DbError>;
     /// Stores a claw, replacing the component of an existing one of the same
     /// name (its assignment is kept).
     fn claw_deploy(&self, claw: &ClawRow, component: &[u8]) -> Result<(), DbError>;
@@ -330,12 +345,9 @@ pub trait Db: Send + Sync {
     /// Every organisation.
     fn orgs(&self) -> Result<Vec<OrgRow>, DbError>;
     /// Replaces every organisation's wrapped data key, and appends `audit`,
-    /// in one transaction.
-    fn rewrap_data_keys(
-        &self,
-        wrapped: &[(String, Vec<u8>)],
-        audit: &AuditRecord,
-    ) -> Result<(), DbError>;
+    /// in one transaction; fails with nothing changed if any wrapped key is
+    /// no longer the `old` one read.
+    fn rewrap_data_keys(&self, wrapped: &[Rewrap], audit: &AuditRecord) -> Result<(), DbError>;
     /// Ids of all revoked keys.
     fn revoked_keys(&self) -> Result<Vec<String>, DbError>;
     /// A number that changes whenever another connection commits, so a

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    AuditRecord, CallTarget, ClawRow, Db, DbError, KeyRow, KeyState, OrgRow, UsageFilter,
+    AuditRecord, CallTarget, ClawRow, Db, DbError, KeyRow, KeyState, OrgRow, Rewrap, UsageFilter,
     UsageGroup, UsageRecord, UsageTotals,
 };
 
@@ -216,6 +216,22 @@ fn usage_where(filter: &UsageFilter) -> (String, Vec<String>) {
     (clause, args)
 }
 
+/// Copies the WAL into the database file and truncates it, so that bytes a
+/// change overwrote (with `secure_delete`, zeroed) are gone from the files,
+/// not only superseded. Waits up to the busy timeout for readers in other
+/// processes; if they still hold it back, the next checkpoint finishes.
+fn checkpoint(conn: &Connection) {
+    let result: rusqlite::Result<i64> =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0));
+    match result {
+        Ok(0) => {}
+        Ok(_) => tracing::warn!(
+            "WAL checkpoint held back by another process's reader; old ciphertext stays in the WAL until the next one"
+        ),
+        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+    }
+}
+
 fn insert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), DbError> {
     conn.prepare_cached(&format!(
         "INSERT INTO usage_records ({USAGE_COLUMNS})
@@ -286,17 +302,20 @@ impl Db for SqliteDb {
             .optional()?)
     }
 
-    fn key_insert(&self, k: &KeyRow) -> Result<(), DbError> {
-        self.conn()
-            .execute(
-                &format!("INSERT INTO provider_keys ({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"),
-                params![
-                    k.id, k.org_id, k.name, k.provider, k.base_url, k.ciphertext, k.version,
-                    k.state.as_str(), k.fingerprint, k.hint, k.created_at_ms, k.rotated_at_ms,
-                    k.revoked_at_ms, k.scan_len, k.scan_hash
-                ],
-            )
-            .map_err(|e| conflict(e, || format!("a key named `{}`", k.name)))?;
+    fn key_insert(&self, k: &KeyRow, audit: &AuditRecord) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            &format!("INSERT INTO provider_keys ({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"),
+            params![
+                k.id, k.org_id, k.name, k.provider, k.base_url, k.ciphertext, k.version,
+                k.state.as_str(), k.fingerprint, k.hint, k.created_at_ms, k.rotated_at_ms,
+                k.revoked_at_ms, k.scan_len, k.scan_hash
+            ],
+        )
+        .map_err(|e| conflict(e, || format!("a key named `{}`", k.name)))?;
+        insert_audit(&tx, audit)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -320,28 +339,46 @@ impl Db for SqliteDb {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn key_rotate(&self, k: &KeyRow) -> Result<(), DbError> {
-        self.conn().execute(
+    fn key_rotate(&self, k: &KeyRow, audit: &AuditRecord) -> Result<bool, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        // Only an active key at the version read rotates: a concurrent
+        // revoke or rotation wins, and this one changes nothing.
+        let changed = tx.execute(
             "UPDATE provider_keys SET ciphertext = ?2, version = ?3, fingerprint = ?4, hint = ?5,
-             rotated_at_ms = ?6 WHERE id = ?1",
+             rotated_at_ms = ?6, scan_len = ?7, scan_hash = ?8
+             WHERE id = ?1 AND state = 'active' AND version = ?3 - 1",
             params![
                 k.id,
                 k.ciphertext,
                 k.version,
                 k.fingerprint,
                 k.hint,
-                k.rotated_at_ms
+                k.rotated_at_ms,
+                k.scan_len,
+                k.scan_hash
             ],
         )?;
-        Ok(())
+        if changed == 1 {
+            insert_audit(&tx, audit)?;
+        }
+        tx.commit()?;
+        checkpoint(&conn);
+        Ok(changed == 1)
     }
 
-    fn key_revoke(&self, key_id: &str, at_ms: i64) -> Result<bool, DbError> {
-        let changed = self.conn().execute(
+    fn key_revoke(&self, key_id: &str, at_ms: i64, audit: &AuditRecord) -> Result<bool, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
             "UPDATE provider_keys SET state = 'revoked', revoked_at_ms = ?2
              WHERE id = ?1 AND state = 'active'",
             params![key_id, at_ms],
         )?;
+        if changed == 1 {
+            insert_audit(&tx, audit)?;
+        }
+        tx.commit()?;
         Ok(changed == 1)
     }
 
@@ -476,21 +513,24 @@ impl Db for SqliteDb {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn rewrap_data_keys(
-        &self,
-        wrapped: &[(String, Vec<u8>)],
-        audit: &AuditRecord,
-    ) -> Result<(), DbError> {
+    fn rewrap_data_keys(&self, wrapped: &[Rewrap], audit: &AuditRecord) -> Result<(), DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        for (org_id, blob) in wrapped {
-            tx.execute(
-                "UPDATE orgs SET wrapped_data_key = ?2 WHERE id = ?1",
-                params![org_id, blob],
+        for w in wrapped {
+            let changed = tx.execute(
+                "UPDATE orgs SET wrapped_data_key = ?3 WHERE id = ?1 AND wrapped_data_key = ?2",
+                params![w.org_id, w.old, w.new],
             )?;
+            if changed != 1 {
+                // Dropping the transaction rolls every change back.
+                return Err(DbError::Conflict(
+                    "a master key rotation by another process".into(),
+                ));
+            }
         }
         insert_audit(&tx, audit)?;
         tx.commit()?;
+        checkpoint(&conn);
         Ok(())
     }
 
@@ -564,6 +604,16 @@ impl Db for SqliteDb {
 mod tests {
     use super::*;
 
+    fn audit() -> AuditRecord {
+        AuditRecord {
+            at_ms: 1,
+            actor: "test".into(),
+            action: "key.test".into(),
+            outcome: "ok".into(),
+            ..AuditRecord::default()
+        }
+    }
+
     fn org(db: &SqliteDb) -> OrgRow {
         let org = OrgRow {
             id: "org_1".into(),
@@ -633,12 +683,16 @@ mod tests {
     fn duplicate_key_name_is_a_conflict() {
         let db = SqliteDb::in_memory().expect("opens");
         let org = org(&db);
-        db.key_insert(&key(&org, "main")).expect("inserts");
+        db.key_insert(&key(&org, "main"), &audit())
+            .expect("inserts");
         let err = db
-            .key_insert(&KeyRow {
-                id: "key_other".into(),
-                ..key(&org, "main")
-            })
+            .key_insert(
+                &KeyRow {
+                    id: "key_other".into(),
+                    ..key(&org, "main")
+                },
+                &audit(),
+            )
             .expect_err("dup");
         assert!(matches!(err, DbError::Conflict(_)), "{err}");
     }
@@ -648,7 +702,7 @@ mod tests {
         let db = SqliteDb::in_memory().expect("opens");
         let org = org(&db);
         let k = key(&org, "main");
-        db.key_insert(&k).expect("inserts");
+        db.key_insert(&k, &audit()).expect("inserts");
         let claw = ClawRow {
             id: "claw_1".into(),
             org_id: org.id.clone(),
@@ -667,8 +721,8 @@ mod tests {
         let target = db.call_target("claw_1").expect("reads").expect("assigned");
         assert_eq!(target.model, "gpt-4o-mini");
         assert_eq!(target.key.state, KeyState::Active);
-        assert!(db.key_revoke(&k.id, 5).expect("revokes"));
-        assert!(!db.key_revoke(&k.id, 6).expect("idempotent"));
+        assert!(db.key_revoke(&k.id, 5, &audit()).expect("revokes"));
+        assert!(!db.key_revoke(&k.id, 6, &audit()).expect("idempotent"));
         let target = db.call_target("claw_1").expect("reads").expect("assigned");
         assert_eq!(target.key.state, KeyState::Revoked);
         assert_eq!(target.key.revoked_at_ms, Some(5));

@@ -14,7 +14,7 @@ pub mod openai;
 mod redact;
 mod types;
 
-pub use redact::sanitise;
+pub use redact::{sanitise, scrub};
 
 pub use types::{
     ChatRequest, Completion, FinishReason, Message, Role, ToolCall, ToolDefinition, Usage,
@@ -354,10 +354,23 @@ pub async fn complete(
     secret: &ProviderSecret,
     request: &ChatRequest,
 ) -> Result<Completion, ProviderError> {
-    match kind {
+    let mut done = match kind {
         ProviderKind::OpenAi => openai::complete(http, base_url, secret, request).await,
         ProviderKind::Anthropic => anthropic::complete(http, base_url, secret, request).await,
+    }?;
+    scrub(&mut done.message.content, secret);
+    for call in &mut done.message.tool_calls {
+        scrub(&mut call.arguments, secret);
+        scrub(&mut call.id, secret);
+        scrub(&mut call.name, secret);
     }
+    scrub(&mut done.model, secret);
+    let mut raw = done.raw_usage.to_string();
+    if raw.contains(secret.expose()) {
+        scrub(&mut raw, secret);
+        done.raw_usage = serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null);
+    }
+    Ok(done)
 }
 
 /// Joins `path` onto a base URL whose own path is kept (OpenAI's base ends

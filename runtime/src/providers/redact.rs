@@ -25,10 +25,26 @@ fn invisible(c: char) -> bool {
         || matches!(c, '\u{00ad}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
 }
 
+/// Replaces every verbatim occurrence of the key in a successful reply: a
+/// provider (or a base URL pointing elsewhere) that echoes the key must not
+/// hand it to the guest or to the ledger. Unlike [`sanitise`] this keeps
+/// the text otherwise intact.
+pub fn scrub(text: &mut String, secret: &ProviderSecret) {
+    let key = secret.expose();
+    if !key.is_empty() && text.contains(key) {
+        *text = text.replace(key, "[redacted]");
+    }
+}
+
 /// Makes provider text safe to hand to a claw or a log: key material
 /// redacted, invisible characters dropped, length bounded.
 pub fn sanitise(text: &str, secret: &ProviderSecret) -> String {
-    let key: Vec<char> = secret.expose().chars().collect();
+    // Matching ignores case: some providers print the key upper-cased.
+    let key: Vec<char> = secret
+        .expose()
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
     let visible: Vec<char> = text.chars().filter(|&c| !invisible(c)).collect();
     // Positions (in `visible`) of the skeleton's characters.
     let skeleton: Vec<usize> = (0..visible.len())
@@ -38,7 +54,10 @@ pub fn sanitise(text: &str, secret: &ProviderSecret) -> String {
     let window = WINDOW.min(key.len());
     if window > 0 {
         let windows: HashSet<&[char]> = key.windows(window).collect();
-        let chars: Vec<char> = skeleton.iter().map(|&i| visible[i]).collect();
+        let chars: Vec<char> = skeleton
+            .iter()
+            .map(|&i| visible[i].to_ascii_lowercase())
+            .collect();
         for start in 0..chars.len().saturating_sub(window - 1) {
             if windows.contains(&chars[start..start + window]) {
                 let (from, to) = (skeleton[start], skeleton[start + window - 1]);
@@ -110,6 +129,12 @@ mod tests {
         assert_eq!(clean("a\u{1b}[31mred"), "a[31mred");
         let long = clean(&"x".repeat(1000));
         assert_eq!(long.chars().count(), MAX_ERROR_TEXT + 1);
+    }
+
+    #[test]
+    fn case_does_not_hide_a_key() {
+        let out = clean(&format!("KEY {}", KEY.to_uppercase()));
+        assert_eq!(out, "KEY [redacted]");
     }
 
     #[test]

@@ -124,8 +124,13 @@ impl LlmService {
     /// # Errors
     ///
     /// When the database or the lock file fails.
-    pub fn revoke(&self, key_id: &str, at_ms: i64) -> Result<bool, super::ServiceError> {
-        let changed = self.db.key_revoke(key_id, at_ms)?;
+    pub fn revoke(
+        &self,
+        key_id: &str,
+        at_ms: i64,
+        audit: &AuditRecord,
+    ) -> Result<bool, super::ServiceError> {
+        let changed = self.db.key_revoke(key_id, at_ms, audit)?;
         self.watch.refresh();
         if let Some(locks) = &self.locks {
             locks.drain(key_id).map_err(|e| {
@@ -169,20 +174,18 @@ impl LlmService {
         request: GuestRequest,
     ) -> Result<Completion, CallError> {
         let span = tracing::Span::current();
-        let (target, _fence) = self.resolve_fenced(run).await?;
+        let (target, fence) = self.resolve_fenced(run).await?;
         span.record("key_id", target.key.id.as_str());
         span.record("gen_ai.request.model", target.model.as_str());
-        let refuse = |e: CallError, action: &str| {
-            let audit = self.audit(run, &target, action, e.outcome());
-            let db = self.db.clone();
-            async move {
-                blocking(move || db.audit_append(&audit)).await?;
-                Err(e)
-            }
-        };
         if target.key.state == KeyState::Revoked {
+            // Out of the fence before writing anything: a revocation waits
+            // for fence holders, and refusals must not keep it waiting.
+            drop(fence);
             tracing::info!("refused: key revoked");
-            return refuse(CallError::KeyRevoked, "key.used").await;
+            let audit = self.audit(run, &target, "key.used", CallError::KeyRevoked.outcome());
+            let db = self.db.clone();
+            blocking(move || db.audit_append(&audit)).await?;
+            return Err(CallError::KeyRevoked);
         }
         let kind: ProviderKind = target
             .key
@@ -278,10 +281,17 @@ impl LlmService {
                     .ok_or(CallError::NoKeyAssigned)
             }
         };
-        let Some(locks) = &self.locks else {
-            return Ok((read().await?, None));
+        let first = read().await?;
+        // A key already revoked needs no fence: the call is refused, and
+        // calls refused this way must never hold up the revocation itself.
+        let Some(locks) = self
+            .locks
+            .as_ref()
+            .filter(|_| first.key.state == KeyState::Active)
+        else {
+            return Ok((first, None));
         };
-        let mut key_id = read().await?.key.id;
+        let mut key_id = first.key.id;
         // Reassignment between the two reads moves the call to another key:
         // fence that one instead. Three tries cover any sane admin.
         for _ in 0..3 {
@@ -323,22 +333,8 @@ impl LlmService {
                 fingerprint: k.fingerprint,
             })
             .collect();
-        let mut texts: Vec<&str> = Vec::new();
-        for m in &request.messages {
-            texts.push(&m.content);
-            for c in &m.tool_calls {
-                texts.extend([c.id.as_str(), c.name.as_str(), c.arguments.as_str()]);
-            }
-            texts.extend(m.tool_call_id.as_deref());
-        }
-        let schemas: Vec<String> = request
-            .tools
-            .iter()
-            .map(|t| t.parameters.to_string())
-            .collect();
-        for (t, schema) in request.tools.iter().zip(&schemas) {
-            texts.extend([t.name.as_str(), t.description.as_str(), schema.as_str()]);
-        }
+        let owned = scan_texts(request);
+        let texts: Vec<&str> = owned.iter().map(|t| t.as_ref()).collect();
         Ok(vault::guard::find_key(data_key, &entries, &texts).map(|e| e.key_id.clone()))
     }
 
@@ -396,6 +392,33 @@ impl LlmService {
     }
 }
 
+/// Every text of a guest request that reaches the provider, for the leak
+/// guard: message contents, tool calls (their arguments also parsed and
+/// written out again, so `\u0073k-...` escapes are scanned decoded), tool
+/// results and tool definitions.
+fn scan_texts(request: &GuestRequest) -> Vec<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    let mut texts: Vec<Cow<'_, str>> = Vec::new();
+    for m in &request.messages {
+        texts.push(Cow::Borrowed(&m.content));
+        for c in &m.tool_calls {
+            texts.extend([&c.id, &c.name, &c.arguments].map(|t| Cow::Borrowed(t.as_str())));
+            if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(&c.arguments) {
+                texts.push(Cow::Owned(parsed.to_string()));
+            }
+        }
+        texts.extend(m.tool_call_id.as_deref().map(Cow::Borrowed));
+    }
+    for t in &request.tools {
+        texts.extend([
+            Cow::Borrowed(t.name.as_str()),
+            Cow::Borrowed(t.description.as_str()),
+        ]);
+        texts.push(Cow::Owned(t.parameters.to_string()));
+    }
+    texts
+}
+
 /// Writes an unfinished call's usage and audit records if dropped armed.
 struct UnfinishedCall {
     db: Arc<dyn Db>,
@@ -430,4 +453,31 @@ async fn blocking<T: Send + 'static>(
             tracing::error!(error = %e, "database failed during llm-call");
             CallError::Unavailable("the host's database is unavailable; try again later".into())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::{Role, ToolCall};
+
+    #[test]
+    fn escaped_tool_arguments_are_scanned_decoded() {
+        let request = GuestRequest {
+            messages: vec![Message {
+                role: Role::Assistant,
+                content: String::new(),
+                tool_calls: vec![ToolCall {
+                    id: "c1".into(),
+                    name: "f".into(),
+                    arguments: r#"{"a":"\u0073\u006b-secret"}"#.into(),
+                }],
+                tool_call_id: None,
+            }],
+            tools: vec![],
+            max_tokens: None,
+            temperature: None,
+        };
+        let texts = scan_texts(&request);
+        assert!(texts.iter().any(|t| t.contains("sk-secret")), "{texts:?}");
+    }
 }

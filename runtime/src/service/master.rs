@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use super::{ServiceError, actor, llm::LlmService};
-use crate::db::{AuditRecord, Db, OrgRow};
+use crate::db::{AuditRecord, Db, OrgRow, Rewrap};
 use crate::metering::now_ms;
 use crate::vault::{self, MASTER_KEY_FILE, MASTER_KEY_NEXT_FILE, MasterKey, VaultError};
 
@@ -30,7 +30,24 @@ pub struct Rotated {
 ///
 /// [`VaultError::WrongMasterKey`] when neither the key nor a pending
 /// `.next` key opens the data directory.
-pub fn load_or_recover(data_dir: &Path, org: &OrgRow) -> Result<MasterKey, ServiceError> {
+pub fn load_or_recover(
+    data_dir: &Path,
+    db: &dyn Db,
+    org_name: &str,
+) -> Result<MasterKey, ServiceError> {
+    let read_org = || -> Result<OrgRow, ServiceError> {
+        db.org_by_name(org_name)?
+            .ok_or_else(|| ServiceError::NotInitialised(data_dir.to_owned()))
+    };
+    let org = read_org()?;
+    let master = MasterKey::load(data_dir)?;
+    if vault::open_data_key(&master, &org.id, &org.wrapped_data_key).is_ok() {
+        return Ok(master);
+    }
+    // A rotation may be under way in another process: wait for it, then
+    // look again before deciding anything.
+    let _lock = lock(data_dir)?;
+    let org = read_org()?;
     let master = MasterKey::load(data_dir)?;
     if vault::open_data_key(&master, &org.id, &org.wrapped_data_key).is_ok() {
         return Ok(master);
@@ -45,6 +62,23 @@ pub fn load_or_recover(data_dir: &Path, org: &OrgRow) -> Result<MasterKey, Servi
         }
     }
     Err(VaultError::WrongMasterKey.into())
+}
+
+/// Holds the data directory's master key lock: one rotation (or recovery)
+/// at a time, across processes.
+fn lock(data_dir: &Path) -> Result<std::fs::File, ServiceError> {
+    let io =
+        |e: std::io::Error| ServiceError::Invalid(format!("cannot take the master key lock: {e}"));
+    let dir = data_dir.join("locks");
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("master.lock"))
+        .map_err(io)?;
+    file.lock().map_err(io)?;
+    Ok(file)
 }
 
 fn replace_file(data_dir: &Path) -> Result<(), ServiceError> {
@@ -79,14 +113,18 @@ pub(super) fn rotate(
             ));
         }
     };
+    let _lock = lock(data_dir)?;
     let orgs = db.orgs()?;
     let mut wrapped = Vec::with_capacity(orgs.len());
     for org in &orgs {
+        // Fails if another rotation finished while this process was
+        // starting: its master key is then the old one.
         let data_key = llm.open_data_key(org)?;
-        wrapped.push((
-            org.id.clone(),
-            vault::wrap_data_key(&new, &org.id, &data_key),
-        ));
+        wrapped.push(Rewrap {
+            org_id: org.id.clone(),
+            old: org.wrapped_data_key.clone(),
+            new: vault::wrap_data_key(&new, &org.id, &data_key),
+        });
     }
     let next_path = data_dir.join(MASTER_KEY_NEXT_FILE);
     if !from_env {

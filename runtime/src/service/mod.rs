@@ -194,7 +194,7 @@ impl Service {
         let org = db
             .org_by_name(DEFAULT_ORG)?
             .ok_or_else(|| ServiceError::NotInitialised(data_dir.to_owned()))?;
-        let master = master::load_or_recover(data_dir, &org)?;
+        let master = master::load_or_recover(data_dir, &*db, DEFAULT_ORG)?;
         let http = providers::http_client().map_err(|e| ServiceError::Engine(e.to_string()))?;
         let locks = Some(KeyLocks::new(data_dir));
         let llm = Arc::new(LlmService::new(db.clone(), master, http, locks));
@@ -282,8 +282,7 @@ impl Service {
             rotated_at_ms: None,
             revoked_at_ms: None,
         };
-        self.db.key_insert(&row)?;
-        self.audit("key.added", &row)?;
+        self.db.key_insert(&row, &self.audit("key.added", &row))?;
         tracing::info!(key_id = %row.id, provider = %row.provider, "key added");
         Ok(row)
     }
@@ -323,8 +322,11 @@ impl Service {
         row.scan_len = scan_len as i64;
         row.scan_hash = scan_hash as i64;
         row.rotated_at_ms = Some(now_ms());
-        self.db.key_rotate(&row)?;
-        self.audit("key.rotated", &row)?;
+        if !self.db.key_rotate(&row, &self.audit("key.rotated", &row))? {
+            return Err(ServiceError::Invalid(format!(
+                "key `{name}` was revoked or rotated by someone else meanwhile: check `clawrun keys list`"
+            )));
+        }
         tracing::info!(key_id = %row.id, version = row.version, "key rotated");
         Ok(row)
     }
@@ -336,17 +338,15 @@ impl Service {
     /// When the key does not exist.
     pub fn keys_revoke(&self, name: &str) -> Result<KeyRow, ServiceError> {
         let row = self.key(name)?;
-        let changed = self.llm.revoke(&row.id, now_ms())?;
+        self.llm
+            .revoke(&row.id, now_ms(), &self.audit("key.revoked", &row))?;
         let row = self.key(name)?;
-        if changed {
-            self.audit("key.revoked", &row)?;
-        }
         tracing::info!(key_id = %row.id, "key revoked");
         Ok(row)
     }
 
-    fn audit(&self, action: &str, key: &KeyRow) -> Result<(), ServiceError> {
-        Ok(self.db.audit_append(&AuditRecord {
+    fn audit(&self, action: &str, key: &KeyRow) -> AuditRecord {
+        AuditRecord {
             at_ms: now_ms(),
             org_id: Some(self.org.id.clone()),
             actor: actor(),
@@ -355,7 +355,7 @@ impl Service {
             key_version: Some(key.version),
             claw_id: None,
             outcome: "ok".into(),
-        })?)
+        }
     }
 
     /// The organisation's audit records, oldest first.

@@ -29,6 +29,17 @@ impl RunLimiter {
     }
 }
 
+/// Adds a growth from `current` to `desired` to `used` if the total stays
+/// within `limit`; says whether it did.
+fn grow(used: &mut usize, limit: usize, current: usize, desired: usize) -> bool {
+    let total = used.saturating_add(desired.saturating_sub(current));
+    if total > limit {
+        return false;
+    }
+    *used = total;
+    true
+}
+
 impl ResourceLimiter for RunLimiter {
     fn memory_growing(
         &mut self,
@@ -36,14 +47,12 @@ impl ResourceLimiter for RunLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self
-            .memory_used
-            .saturating_add(desired.saturating_sub(current));
-        if total > self.memory_limit {
-            return Ok(false);
-        }
-        self.memory_used = total;
-        Ok(true)
+        Ok(grow(
+            &mut self.memory_used,
+            self.memory_limit,
+            current,
+            desired,
+        ))
     }
 
     fn table_growing(
@@ -52,14 +61,12 @@ impl ResourceLimiter for RunLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self
-            .table_used
-            .saturating_add(desired.saturating_sub(current));
-        if total > MAX_TABLE_ELEMENTS {
-            return Ok(false);
-        }
-        self.table_used = total;
-        Ok(true)
+        Ok(grow(
+            &mut self.table_used,
+            MAX_TABLE_ELEMENTS,
+            current,
+            desired,
+        ))
     }
 
     fn instances(&self) -> usize {

@@ -466,26 +466,35 @@ impl Service {
             .map_err(|e| ServiceError::Engine(e.to_string()))??;
         let cage = self.cage()?;
         let pre = tokio::task::block_in_place(|| cage.prepare(&row.digest, &component))?;
-        let context = RunContext {
-            org_id: self.org.id.clone(),
-            claw_id: row.id.clone(),
-            claw_name: row.name.clone(),
-            run_id: new_id("run"),
-            conversation_id: conversation_id.to_owned(),
-        };
+        let context = self.run_context(&row, conversation_id);
         let run_id = context.run_id.clone();
         let output = cage.run(&pre, context, self.llm.clone(), input).await?;
-        let usage = self.db.usage_records(&UsageFilter {
-            org_id: self.org.id.clone(),
-            run_id: Some(run_id.clone()),
-            ..UsageFilter::default()
-        })?;
+        let usage = self.run_usage(&run_id)?;
         Ok(RunReport {
             run_id,
             conversation_id: conversation_id.to_owned(),
             output,
             usage,
         })
+    }
+
+    fn run_context(&self, claw: &ClawRow, conversation_id: &str) -> RunContext {
+        RunContext {
+            org_id: self.org.id.clone(),
+            claw_id: claw.id.clone(),
+            claw_name: claw.name.clone(),
+            run_id: new_id("run"),
+            conversation_id: conversation_id.to_owned(),
+        }
+    }
+
+    /// The usage records of one run.
+    fn run_usage(&self, run_id: &str) -> Result<Vec<UsageRecord>, ServiceError> {
+        Ok(self.db.usage_records(&UsageFilter {
+            org_id: self.org.id.clone(),
+            run_id: Some(run_id.to_owned()),
+            ..UsageFilter::default()
+        })?)
     }
 
     /// Runs a claw in a fresh inspectable cage and returns the report with
@@ -507,22 +516,12 @@ impl Service {
         let cage = Cage::new_inspectable(self.limits.clone())
             .map_err(|e| ServiceError::Engine(format!("{e:#}")))?;
         let pre = cage.prepare(&row.digest, &component)?;
-        let context = RunContext {
-            org_id: self.org.id.clone(),
-            claw_id: row.id.clone(),
-            claw_name: row.name.clone(),
-            run_id: new_id("run"),
-            conversation_id: conversation_id.to_owned(),
-        };
+        let context = self.run_context(&row, conversation_id);
         let run_id = context.run_id.clone();
         let (output, memories) = cage
             .run_and_dump_memory(&pre, context, self.llm.clone(), input)
             .await?;
-        let usage = self.db.usage_records(&UsageFilter {
-            org_id: self.org.id.clone(),
-            run_id: Some(run_id.clone()),
-            ..UsageFilter::default()
-        })?;
+        let usage = self.run_usage(&run_id)?;
         let report = RunReport {
             run_id,
             conversation_id: conversation_id.to_owned(),

@@ -44,7 +44,13 @@ fn cage_instantiate(c: &mut Criterion) {
     let pre = cage.prepare("hello", &bytes).expect("compiles");
     let db = Arc::new(SqliteDb::in_memory().expect("db"));
     let http = clawrun::providers::http_client().expect("client");
-    let llm = Arc::new(LlmService::new(db, MasterKey::generate(), http, None));
+    let llm = Arc::new(LlmService::new(
+        db,
+        MasterKey::generate(),
+        http,
+        None,
+        clawrun::metering::PriceTable::shipped(),
+    ));
     let run = RunContext {
         org_id: "org".into(),
         claw_id: "claw".into(),

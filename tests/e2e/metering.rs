@@ -92,7 +92,7 @@ fn usage_groups_by_time_filters_by_range_and_exports_csv() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "group,calls,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,reasoning_tokens"
+        "group,calls,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,reasoning_tokens,cost_micros"
     );
     assert_eq!(lines.len(), 3);
     assert!(lines[1].starts_with("a,1,"));
@@ -117,4 +117,54 @@ fn a_reply_without_usage_is_estimated_and_marked_so() {
     assert_eq!(record["output_tokens"], 4);
     assert!(record["input_tokens"].as_i64().expect("count") > 0);
     assert!(record["raw_usage"].is_null());
+}
+
+/// Each record carries its cost from the price table and the table's
+/// version; an operator's new table prices new calls only.
+#[test]
+fn costs_are_estimated_per_record_and_a_price_change_never_rewrites_history() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    let first = env.run_claw("hello", "c", "how much does this cost");
+    let record = &first["usage"][0];
+    let input = record["input_tokens"].as_f64().expect("input");
+    let cached = record["cache_read_tokens"].as_f64().expect("cached");
+    let output = record["output_tokens"].as_f64().expect("output");
+    // gpt-4o-mini in the shipped table: 0.15 input, 0.075 cached, 0.60 output per 1M.
+    let expected = ((input - cached) * 0.15 + cached * 0.075 + output * 0.60).round() as i64;
+    assert_eq!(record["cost_micros"], expected);
+    assert_eq!(record["price_version"], "2026-12-01");
+
+    std::fs::write(
+        env.path().join("prices.json"),
+        r#"{"version": "ops-2027", "models": {"gpt-4o-mini": {"input": 100, "output": 100, "cache_read": 100, "cache_write": 100}}}"#,
+    )
+    .expect("writes");
+    let second = env.run_claw("hello", "c", "how much does this cost");
+    let record2 = &second["usage"][0];
+    assert_eq!(record2["price_version"], "ops-2027");
+    let tokens = record2["input_tokens"].as_i64().expect("input")
+        + record2["output_tokens"].as_i64().expect("output");
+    assert_eq!(record2["cost_micros"], tokens * 100);
+
+    let totals: Value =
+        serde_json::from_str(&env.ok(&["usage", "--by", "claw", "--json"])).expect("JSON");
+    assert_eq!(
+        totals[0]["cost_micros"],
+        expected + tokens * 100,
+        "the first call kept its old price"
+    );
+    let table = env.ok(&["usage"]);
+    assert!(
+        table.contains("COST (EST.)") && table.contains('$'),
+        "{table}"
+    );
+
+    std::fs::write(env.path().join("prices.json"), "{ not json").expect("writes");
+    let err = env.fails(&["usage"], "");
+    assert!(
+        err.contains("prices.json") && err.contains("fix or remove the file"),
+        "{err}"
+    );
 }

@@ -427,6 +427,7 @@ fn usage(svc: &Service, args: UsageArgs) -> anyhow::Result<ExitCode> {
             "CACHE READ",
             "CACHE WRITE",
             "REASONING",
+            "COST (EST.)",
         ]);
         for t in &totals {
             table.row(vec![
@@ -437,6 +438,7 @@ fn usage(svc: &Service, args: UsageArgs) -> anyhow::Result<ExitCode> {
                 t.cache_read_tokens.to_string(),
                 t.cache_write_tokens.to_string(),
                 t.reasoning_tokens.to_string(),
+                output::cost(t.cost_micros),
             ]);
         }
         table.print();

@@ -74,6 +74,12 @@ pub fn time(ms: i64) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
+/// An estimated cost in millionths of the price table's currency (USD
+/// unless the operator's table says otherwise), or `-` when unpriced.
+pub fn cost(micros: Option<i64>) -> String {
+    micros.map_or_else(|| "-".into(), |m| format!("${:.6}", m as f64 / 1e6))
+}
+
 /// A key as listed: everything but the secret and its ciphertext.
 pub fn key_json(k: &KeyRow) -> Value {
     json!({

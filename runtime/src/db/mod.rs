@@ -179,6 +179,11 @@ pub struct UsageRecord {
     pub latency_ms: i64,
     /// `ok`, or the error kind.
     pub outcome: String,
+    /// Estimated cost in millionths of the price table's currency (USD by
+    /// default); `None` when the model has no price.
+    pub cost_micros: Option<i64>,
+    /// Version of the price table the cost was computed with.
+    pub price_version: Option<String>,
 }
 
 /// One audit record: who did what to which key or claw, never a payload.
@@ -288,6 +293,9 @@ pub struct UsageTotals {
     pub cache_write_tokens: i64,
     /// Reasoning output tokens.
     pub reasoning_tokens: i64,
+    /// Estimated cost in millionths of the currency, over the records that
+    /// had a price (`None` when none had).
+    pub cost_micros: Option<i64>,
 }
 
 /// The operations the host needs from its persistence backend.

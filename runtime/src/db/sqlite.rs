@@ -17,6 +17,7 @@ pub const DB_FILE: &str = "clawrun.db";
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_custody.sql"),
+    include_str!("migrations/0003_cost.sql"),
 ];
 
 /// SQLite in the data directory, in WAL mode.
@@ -163,7 +164,7 @@ fn claw_row(r: &Row<'_>) -> rusqlite::Result<ClawRow> {
 const USAGE_COLUMNS: &str = "at_ms, org_id, claw_id, run_id, conversation_id, tool_invocation_id, \
      tool_name, tool_call_id, key_id, key_version, provider, model_requested, model_returned, \
      input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, \
-     raw_usage, source, latency_ms, outcome";
+     raw_usage, source, latency_ms, outcome, cost_micros, price_version";
 
 fn usage_row(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
     Ok(UsageRecord {
@@ -189,6 +190,8 @@ fn usage_row(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
         source: r.get(19)?,
         latency_ms: r.get(20)?,
         outcome: r.get(21)?,
+        cost_micros: r.get(22)?,
+        price_version: r.get(23)?,
     })
 }
 
@@ -235,7 +238,7 @@ fn checkpoint(conn: &Connection) {
 fn insert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), DbError> {
     conn.prepare_cached(&format!(
         "INSERT INTO usage_records ({USAGE_COLUMNS})
-         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)"
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24)"
     ))?
     .execute(params![
         u.at_ms,
@@ -259,7 +262,9 @@ fn insert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), DbError> {
         u.raw_usage,
         u.source,
         u.latency_ms,
-        u.outcome
+        u.outcome,
+        u.cost_micros,
+        u.price_version
     ])?;
     Ok(())
 }
@@ -578,7 +583,8 @@ impl Db for SqliteDb {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {label} AS grp, COUNT(*), SUM(u.input_tokens), SUM(u.output_tokens),
-                    SUM(u.cache_read_tokens), SUM(u.cache_write_tokens), SUM(u.reasoning_tokens)
+                    SUM(u.cache_read_tokens), SUM(u.cache_write_tokens), SUM(u.reasoning_tokens),
+                    SUM(u.cost_micros)
              FROM usage_records u
              LEFT JOIN claws c ON c.id = u.claw_id
              LEFT JOIN provider_keys k ON k.id = u.key_id
@@ -594,6 +600,7 @@ impl Db for SqliteDb {
                 cache_read_tokens: r.get(4)?,
                 cache_write_tokens: r.get(5)?,
                 reasoning_tokens: r.get(6)?,
+                cost_micros: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

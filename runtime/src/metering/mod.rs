@@ -7,6 +7,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod prices;
+
+pub use prices::{ModelPrice, PRICES_FILE, PriceTable, PriceTableError};
+
 use crate::cage::{RunContext, ToolInvocation};
 use crate::db::{CallTarget, UsageRecord};
 use crate::providers::{ChatRequest, Completion, ProviderError, ProviderKind, Usage};
@@ -19,8 +23,13 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// The usage record of one provider call.
+/// The usage record of one provider call, priced with `prices`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one record gathers every fact of a call"
+)]
 pub fn record(
+    prices: &PriceTable,
     run: &RunContext,
     tool: Option<&ToolInvocation>,
     target: &CallTarget,
@@ -71,6 +80,14 @@ pub fn record(
         key_version: target.key.version,
         provider: kind.as_str().to_owned(),
         model_requested: request.model.clone(),
+        cost_micros: prices.cost_micros(
+            model_returned
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .unwrap_or(&request.model),
+            &usage,
+        ),
+        price_version: Some(prices.version.clone()),
         model_returned: model_returned.filter(|m| !m.is_empty()),
         input_tokens: usage.input_tokens as i64,
         output_tokens: usage.output_tokens as i64,

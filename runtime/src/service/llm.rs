@@ -94,6 +94,7 @@ pub struct LlmService {
     http: reqwest::Client,
     locks: Option<KeyLocks>,
     watch: RevocationWatch,
+    prices: metering::PriceTable,
 }
 
 impl LlmService {
@@ -105,6 +106,7 @@ impl LlmService {
         master: MasterKey,
         http: reqwest::Client,
         locks: Option<KeyLocks>,
+        prices: metering::PriceTable,
     ) -> Self {
         let watch = RevocationWatch::new(db.clone());
         Self {
@@ -113,6 +115,7 @@ impl LlmService {
             http,
             locks,
             watch,
+            prices,
         }
     }
 
@@ -220,8 +223,16 @@ impl LlmService {
         let revoked = revocation::revoked(self.watch.subscribe(), &target.key.id);
         // If this future is dropped mid-request (the run's deadline), the
         // guard still writes the call's record: the provider may bill it.
-        let mut unfinished =
-            metering::record(run, tool, &target, kind, &chat, None, Duration::ZERO);
+        let mut unfinished = metering::record(
+            &self.prices,
+            run,
+            tool,
+            &target,
+            kind,
+            &chat,
+            None,
+            Duration::ZERO,
+        );
         unfinished.outcome = "cancelled".into();
         let guard = UnfinishedCall {
             db: self.db.clone(),
@@ -239,7 +250,16 @@ impl LlmService {
         drop(secret);
         let latency = started.elapsed();
 
-        let record = metering::record(run, tool, &target, kind, &chat, result.as_ref(), latency);
+        let record = metering::record(
+            &self.prices,
+            run,
+            tool,
+            &target,
+            kind,
+            &chat,
+            result.as_ref(),
+            latency,
+        );
         span.record("gen_ai.usage.input_tokens", record.input_tokens);
         span.record("gen_ai.usage.output_tokens", record.output_tokens);
         span.record("latency_ms", record.latency_ms);

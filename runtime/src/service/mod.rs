@@ -197,7 +197,9 @@ impl Service {
         let master = master::load_or_recover(data_dir, &*db, DEFAULT_ORG)?;
         let http = providers::http_client().map_err(|e| ServiceError::Engine(e.to_string()))?;
         let locks = Some(KeyLocks::new(data_dir));
-        let llm = Arc::new(LlmService::new(db.clone(), master, http, locks));
+        let prices = crate::metering::PriceTable::load(data_dir)
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let llm = Arc::new(LlmService::new(db.clone(), master, http, locks, prices));
         Ok(Self {
             db,
             org,

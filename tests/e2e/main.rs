@@ -3,6 +3,7 @@
 
 mod support;
 
+mod budgets;
 mod custody;
 mod deploy;
 mod keys;

@@ -191,6 +191,7 @@ fn error_to_wit(e: CallError) -> wit::LlmError {
     match e {
         CallError::KeyRevoked => wit::LlmError::KeyRevoked,
         CallError::NoKeyAssigned => wit::LlmError::NoKeyAssigned,
+        CallError::BudgetExceeded(why) => wit::LlmError::BudgetExceeded(why),
         CallError::RateLimited(after) => wit::LlmError::RateLimited(after.as_millis() as u64),
         CallError::Provider { status, message } => {
             wit::LlmError::Provider(wit::ProviderError { status, message })

@@ -52,6 +52,12 @@ enum Command {
     /// Manage the master key.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Cap what claws may consume, in tokens or dollars, per day, month or lifetime.
+    #[command(subcommand)]
+    Budgets(BudgetsCommand),
+    /// Requests and tokens per minute, per claw or per key.
+    #[command(subcommand)]
+    Limits(LimitsCommand),
     /// Serve an emulator of the provider APIs on loopback, for offline work.
     DevProvider {
         /// Address to listen on; must be a loopback address.
@@ -114,6 +120,65 @@ enum ClawsCommand {
         model: String,
     },
     /// List claws.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BudgetsCommand {
+    /// Add a budget. Every llm-call reserves its worst case (input estimate
+    /// plus max-tokens) against every budget that applies before it is sent.
+    Set {
+        /// What it caps: org, claw, or conversation (each conversation apart).
+        #[arg(long, default_value = "org")]
+        scope: crate::metering::budgets::BudgetScope,
+        /// The claw (required for claw budgets; optional for conversation ones).
+        #[arg(long)]
+        claw: Option<String>,
+        /// Cap in tokens (input plus output).
+        #[arg(long, conflicts_with = "usd", required_unless_present = "usd")]
+        tokens: Option<i64>,
+        /// Cap in US dollars of estimated cost (see the price table).
+        #[arg(long)]
+        usd: Option<f64>,
+        /// Window: day, month or lifetime (UTC).
+        #[arg(long, default_value = "day")]
+        per: crate::metering::budgets::BudgetPeriod,
+    },
+    /// List budgets.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a budget by id.
+    Remove {
+        /// The id `budgets list` shows.
+        id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LimitsCommand {
+    /// Set the per-minute limits of one claw or one key.
+    Set {
+        /// The claw.
+        #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+        claw: Option<String>,
+        /// The key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<i64>,
+        /// Tokens (input plus output, worst case while in flight) per minute.
+        #[arg(long)]
+        tpm: Option<i64>,
+    },
+    /// List rate limits.
     List {
         /// Print JSON.
         #[arg(long)]
@@ -273,6 +338,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Usage(args) => usage(&Service::open(&dir)?, args),
         Command::Audit { json } => audit(&Service::open(&dir)?, json),
         Command::Vault(VaultCommand::RotateMaster) => rotate_master(&Service::open(&dir)?),
+        Command::Budgets(cmd) => budgets(&Service::open(&dir)?, cmd),
+        Command::Limits(cmd) => limits(&Service::open(&dir)?, cmd),
         Command::DevProvider { listen } => dev_provider(listen).await,
     }
 }
@@ -466,6 +533,89 @@ fn audit(svc: &Service, json: bool) -> anyhow::Result<ExitCode> {
             ]);
         }
         table.print();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn budgets(svc: &Service, cmd: BudgetsCommand) -> anyhow::Result<ExitCode> {
+    use crate::metering::budgets::BudgetUnit;
+    match cmd {
+        BudgetsCommand::Set {
+            scope,
+            claw,
+            tokens,
+            usd,
+            per,
+        } => {
+            let (unit, amount) = match (tokens, usd) {
+                (Some(t), _) => (BudgetUnit::Tokens, t),
+                (None, Some(d)) if d.is_finite() && d >= 0.0 => {
+                    (BudgetUnit::Micros, (d * 1e6).round() as i64)
+                }
+                _ => bail!("give --tokens N or --usd AMOUNT (a non-negative number)"),
+            };
+            let budget = svc.budgets_add(scope, claw.as_deref(), unit, per, amount)?;
+            println!("added {budget}");
+        }
+        BudgetsCommand::List { json } => {
+            let rows = svc.budgets_list()?;
+            if json {
+                output::print_json(&rows)?;
+            } else {
+                let mut table = Table::new(&["ID", "BUDGET", "CLAW"]);
+                for b in &rows {
+                    table.row(vec![
+                        b.id.to_string(),
+                        b.to_string(),
+                        b.claw_id.clone().unwrap_or_else(|| "-".into()),
+                    ]);
+                }
+                table.print();
+            }
+        }
+        BudgetsCommand::Remove { id } => {
+            svc.budgets_remove(id)?;
+            println!("removed budget #{id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn limits(svc: &Service, cmd: LimitsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        LimitsCommand::Set {
+            claw,
+            key,
+            rpm,
+            tpm,
+        } => {
+            let limit = svc.limits_set(claw.as_deref(), key.as_deref(), rpm, tpm)?;
+            println!(
+                "{} {}: {} requests and {} tokens per minute",
+                limit.scope,
+                claw.or(key).unwrap_or_default(),
+                limit.rpm.map_or_else(|| "any".into(), |v| v.to_string()),
+                limit.tpm.map_or_else(|| "any".into(), |v| v.to_string()),
+            );
+        }
+        LimitsCommand::List { json } => {
+            let rows = svc.limits_list()?;
+            if json {
+                output::print_json(&rows)?;
+            } else {
+                let mut table = Table::new(&["SCOPE", "ID", "RPM", "TPM"]);
+                for l in &rows {
+                    let show = |v: Option<i64>| v.map_or_else(|| "-".into(), |v| v.to_string());
+                    table.row(vec![
+                        l.scope.clone(),
+                        l.target_id.clone(),
+                        show(l.rpm),
+                        show(l.tpm),
+                    ]);
+                }
+                table.print();
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,8 @@ mod sqlite;
 
 pub use sqlite::{DB_FILE, SqliteDb};
 
+use crate::metering::budgets::{Admission, Budget, RateLimit, Refusal};
+
 /// Errors of the persistence layer.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -342,8 +344,27 @@ pub trait Db: Send + Sync {
     /// Reads a claw's assignment and its key as they are now.
     fn call_target(&self, claw_id: &str) -> Result<Option<CallTarget>, DbError>;
     /// Appends a provider call's usage record and its audit record durably,
-    /// in one transaction.
-    fn record_call(&self, usage: &UsageRecord, audit: &AuditRecord) -> Result<(), DbError>;
+    /// and releases the call's budget reservation, in one transaction.
+    fn record_call(
+        &self,
+        usage: &UsageRecord,
+        audit: &AuditRecord,
+        reservation: Option<i64>,
+    ) -> Result<(), DbError>;
+    /// Checks a call against every budget and rate limit that applies and,
+    /// when it fits, reserves its worst case; `Ok(Ok(None))` when nothing
+    /// applies (no reservation needed).
+    fn admit(&self, call: &Admission) -> Result<Result<Option<i64>, Refusal>, DbError>;
+    /// Adds a budget; returns its id.
+    fn budget_add(&self, org_id: &str, budget: &Budget, at_ms: i64) -> Result<i64, DbError>;
+    /// An organisation's budgets.
+    fn budgets(&self, org_id: &str) -> Result<Vec<Budget>, DbError>;
+    /// Removes a budget; false when the organisation has none of that id.
+    fn budget_remove(&self, org_id: &str, id: i64) -> Result<bool, DbError>;
+    /// Sets (or replaces) the rate limit of a claw or key.
+    fn rate_limit_set(&self, org_id: &str, limit: &RateLimit) -> Result<(), DbError>;
+    /// An organisation's rate limits.
+    fn rate_limits(&self, org_id: &str) -> Result<Vec<RateLimit>, DbError>;
     /// Appends an audit record.
     fn audit_append(&self, record: &AuditRecord) -> Result<(), DbError>;
     /// An organisation's audit records and the host-wide ones (such as

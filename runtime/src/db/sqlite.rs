@@ -5,6 +5,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::metering::budgets::{Admission, Budget, RateLimit, Refusal};
+
+#[path = "admission.rs"]
+mod admission;
+
 use super::{
     AuditRecord, CallTarget, ClawRow, Db, DbError, KeyRow, KeyState, OrgRow, Rewrap, UsageFilter,
     UsageGroup, UsageRecord, UsageTotals,
@@ -18,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_custody.sql"),
     include_str!("migrations/0003_cost.sql"),
+    include_str!("migrations/0004_budgets.sql"),
 ];
 
 /// SQLite in the data directory, in WAL mode.
@@ -469,13 +475,107 @@ impl Db for SqliteDb {
             .optional()?)
     }
 
-    fn record_call(&self, u: &UsageRecord, audit: &AuditRecord) -> Result<(), DbError> {
+    fn record_call(
+        &self,
+        u: &UsageRecord,
+        audit: &AuditRecord,
+        reservation: Option<i64>,
+    ) -> Result<(), DbError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         insert_usage(&tx, u)?;
         insert_audit(&tx, audit)?;
+        if let Some(id) = reservation {
+            tx.execute("DELETE FROM reservations WHERE id = ?1", [id])?;
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    fn admit(&self, call: &Admission) -> Result<Result<Option<i64>, Refusal>, DbError> {
+        let mut conn = self.conn();
+        // Cheap read first: most organisations set no budget or limit, and
+        // their calls need neither a reservation nor the write lock.
+        let applies: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM budgets WHERE org_id = ?1)
+                 OR EXISTS (SELECT 1 FROM rate_limits WHERE target_id IN (?2, ?3))",
+            params![call.org_id, call.claw_id, call.key_id],
+            |r| r.get(0),
+        )?;
+        if !applies {
+            return Ok(Ok(None));
+        }
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        admission::release_stale(&tx, call.now_ms)?;
+        if let Some(refusal) = admission::check(&tx, call)? {
+            return Ok(Err(refusal));
+        }
+        tx.execute(
+            "INSERT INTO reservations (org_id, claw_id, key_id, conversation_id, tokens, micros, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                call.org_id, call.claw_id, call.key_id, call.conversation_id, call.tokens,
+                call.micros, call.now_ms
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(Ok(Some(id)))
+    }
+
+    fn budget_add(&self, org_id: &str, b: &Budget, at_ms: i64) -> Result<i64, DbError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO budgets (org_id, scope, claw_id, unit, period, amount, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                org_id,
+                b.scope.as_str(),
+                b.claw_id,
+                b.unit.as_str(),
+                b.period.as_str(),
+                b.amount,
+                at_ms
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    fn budgets(&self, org_id: &str) -> Result<Vec<Budget>, DbError> {
+        admission::budgets(&self.conn(), org_id, None)
+    }
+
+    fn budget_remove(&self, org_id: &str, id: i64) -> Result<bool, DbError> {
+        let changed = self.conn().execute(
+            "DELETE FROM budgets WHERE org_id = ?1 AND id = ?2",
+            params![org_id, id],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn rate_limit_set(&self, org_id: &str, l: &RateLimit) -> Result<(), DbError> {
+        self.conn().execute(
+            "INSERT INTO rate_limits (org_id, scope, target_id, rpm, tpm) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (scope, target_id) DO UPDATE SET rpm = excluded.rpm, tpm = excluded.tpm",
+            params![org_id, l.scope, l.target_id, l.rpm, l.tpm],
+        )?;
+        Ok(())
+    }
+
+    fn rate_limits(&self, org_id: &str) -> Result<Vec<RateLimit>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT scope, target_id, rpm, tpm FROM rate_limits WHERE org_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([org_id], |r| {
+            Ok(RateLimit {
+                scope: r.get(0)?,
+                target_id: r.get(1)?,
+                rpm: r.get(2)?,
+                tpm: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn audit_append(&self, record: &AuditRecord) -> Result<(), DbError> {

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod budgets;
 mod prices;
 
 pub use prices::{ModelPrice, PRICES_FILE, PriceTable, PriceTableError};
@@ -117,6 +118,20 @@ fn outcome_of(e: &ProviderError) -> String {
         K::Connect => "connect_error",
     }
     .to_owned()
+}
+
+/// Estimated input tokens of a request, tools included, at four characters
+/// a token: the input half of a call's worst case for budgets.
+pub fn estimate_request_input(request: &ChatRequest) -> u64 {
+    let tools: u64 = request
+        .tools
+        .iter()
+        .map(|t| {
+            ((t.name.len() + t.description.len() + t.parameters.to_string().len()) as u64)
+                .div_ceil(4)
+        })
+        .sum();
+    estimate_input(request) + tools
 }
 
 fn estimate_input(request: &ChatRequest) -> u64 {

@@ -15,6 +15,7 @@ use super::revocation::{self, KeyLocks, RevocationWatch};
 use crate::cage::{RunContext, ToolInvocation};
 use crate::db::{AuditRecord, CallTarget, Db, KeyState};
 use crate::metering;
+use crate::metering::budgets::{Admission, Refusal};
 use crate::providers::{
     self, ChatRequest, Completion, Message, ProviderErrorKind, ProviderKind, ToolDefinition,
 };
@@ -46,6 +47,9 @@ pub enum CallError {
     /// No key and model are assigned.
     #[error("no key and model are assigned to this claw")]
     NoKeyAssigned,
+    /// A budget would be exceeded; the text names it.
+    #[error("budget exceeded: {0}")]
+    BudgetExceeded(String),
     /// Rate limited.
     #[error("rate limited; retry after {0:?}")]
     RateLimited(Duration),
@@ -77,6 +81,7 @@ impl CallError {
         match self {
             CallError::KeyRevoked => "refused_revoked",
             CallError::NoKeyAssigned => "refused_unassigned",
+            CallError::BudgetExceeded(_) => "refused_budget",
             CallError::RateLimited(_) => "rate_limited",
             CallError::Provider { .. } => "provider_error",
             CallError::InvalidRequest(_) => "invalid_request",
@@ -220,6 +225,7 @@ impl LlmService {
         };
         let secret = self.open_key(run, &data_key, &target)?;
         drop(data_key);
+        let reservation = self.admit(run, &target, &chat).await?;
         let revoked = revocation::revoked(self.watch.subscribe(), &target.key.id);
         // If this future is dropped mid-request (the run's deadline), the
         // guard still writes the call's record: the provider may bill it.
@@ -236,6 +242,7 @@ impl LlmService {
         unfinished.outcome = "cancelled".into();
         let guard = UnfinishedCall {
             db: self.db.clone(),
+            reservation,
             records: Some((
                 unfinished,
                 self.audit(run, &target, "key.used", "cancelled"),
@@ -265,7 +272,7 @@ impl LlmService {
         span.record("latency_ms", record.latency_ms);
         let audit = self.audit(run, &target, "key.used", &record.outcome);
         let db = self.db.clone();
-        blocking(move || db.record_call(&record, &audit)).await?;
+        blocking(move || db.record_call(&record, &audit, reservation)).await?;
 
         let Some(result) = result else {
             tracing::info!("cancelled in flight: key revoked");
@@ -284,6 +291,42 @@ impl LlmService {
                 },
             }
         })
+    }
+
+    /// Checks budgets and rate limits and reserves the call's worst case.
+    async fn admit(
+        &self,
+        run: &RunContext,
+        target: &CallTarget,
+        chat: &ChatRequest,
+    ) -> Result<Option<i64>, CallError> {
+        let input = metering::estimate_request_input(chat) as i64;
+        let output = i64::from(chat.max_tokens);
+        let micros = self
+            .prices
+            .price(&chat.model)
+            .map(|p| (input as f64 * p.input + output as f64 * p.output).ceil() as i64);
+        let call = Admission {
+            org_id: run.org_id.clone(),
+            claw_id: run.claw_id.clone(),
+            key_id: target.key.id.clone(),
+            conversation_id: run.conversation_id.clone(),
+            tokens: input + output,
+            micros,
+            now_ms: metering::now_ms(),
+        };
+        let db = self.db.clone();
+        match blocking(move || db.admit(&call)).await? {
+            Ok(reservation) => Ok(reservation),
+            Err(Refusal::Budget(why)) => {
+                tracing::info!(%why, "refused: budget");
+                Err(CallError::BudgetExceeded(why))
+            }
+            Err(Refusal::RateLimited(ms)) => {
+                tracing::info!(retry_after_ms = ms, "refused: rate limit");
+                Err(CallError::RateLimited(Duration::from_millis(ms as u64)))
+            }
+        }
     }
 
     /// Reads the claw's assignment under the fence of its key: the returned
@@ -442,6 +485,7 @@ fn scan_texts(request: &GuestRequest) -> Vec<std::borrow::Cow<'_, str>> {
 /// Writes an unfinished call's usage and audit records if dropped armed.
 struct UnfinishedCall {
     db: Arc<dyn Db>,
+    reservation: Option<i64>,
     records: Option<(crate::db::UsageRecord, AuditRecord)>,
 }
 
@@ -455,7 +499,7 @@ impl Drop for UnfinishedCall {
     fn drop(&mut self) {
         if let Some((mut usage, audit)) = self.records.take() {
             usage.at_ms = metering::now_ms();
-            if let Err(e) = self.db.record_call(&usage, &audit) {
+            if let Err(e) = self.db.record_call(&usage, &audit, self.reservation) {
                 tracing::error!(error = %e, "could not record a call cut off by the run's deadline");
             }
         }

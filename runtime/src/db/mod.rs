@@ -17,6 +17,9 @@ pub enum DbError {
     /// The underlying database failed.
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The ledger writer failed to write a call's records.
+    #[error("ledger: {0}")]
+    Ledger(String),
     /// A row with the same unique name exists.
     #[error("{0} already exists")]
     Conflict(String),

@@ -1,7 +1,7 @@
 //! The embedded SQLite backend.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak, mpsc};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -33,8 +33,21 @@ const MIGRATIONS: &[&str] = &[
 /// directory (a `clawrun serve` and the CLI) see each committed write on
 /// their next read, which is what makes revocation immediate everywhere.
 pub struct SqliteDb {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
+    ledger: OnceLock<Mutex<mpsc::Sender<LedgerWrite>>>,
 }
+
+/// One call's records on their way to the ledger writer, with the channel
+/// its caller waits on.
+struct LedgerWrite {
+    usage: UsageRecord,
+    audit: AuditRecord,
+    reservation: Option<i64>,
+    done: mpsc::SyncSender<Result<(), String>>,
+}
+
+/// Most calls' records committed in one transaction.
+const MAX_LEDGER_BATCH: usize = 512;
 
 impl SqliteDb {
     /// Opens (creating if needed) the database in `data_dir` and applies
@@ -94,14 +107,76 @@ impl SqliteDb {
             tx.commit()?;
         }
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
+            ledger: OnceLock::new(),
         })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic mid-statement leaves SQLite itself consistent (the
-        // statement's transaction rolls back), so the connection stays usable.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.conn)
+    }
+
+    /// The ledger writer's queue, starting the writer on first use.
+    fn ledger(&self) -> mpsc::Sender<LedgerWrite> {
+        let sender = self.ledger.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<LedgerWrite>();
+            let conn = Arc::downgrade(&self.conn);
+            let spawned = std::thread::Builder::new()
+                .name("clawrun-ledger".into())
+                .spawn(move || ledger_writer(&conn, &rx));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the ledger writer");
+            }
+            Mutex::new(tx)
+        });
+        sender.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic mid-statement leaves SQLite itself consistent (the
+    // statement's transaction rolls back), so the connection stays usable.
+    conn.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Group commit: takes every call's records waiting in the queue, writes them
+/// in one transaction (one fsync), then tells each caller. A caller returns
+/// only once its own records are on disk, so batching costs no durability.
+/// If a batch fails, its calls are written one by one, so one bad record
+/// fails only its own call.
+fn ledger_writer(conn: &Weak<Mutex<Connection>>, queue: &mpsc::Receiver<LedgerWrite>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_LEDGER_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let Some(conn) = conn.upgrade() else { return };
+        let mut conn = lock(&conn);
+        let write = |conn: &mut Connection, items: &[LedgerWrite]| -> Result<(), DbError> {
+            let tx = conn.transaction()?;
+            for w in items {
+                insert_usage(&tx, &w.usage)?;
+                insert_audit(&tx, &w.audit)?;
+                if let Some(id) = w.reservation {
+                    tx.execute("DELETE FROM reservations WHERE id = ?1", [id])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        if write(&mut conn, &batch).is_ok() {
+            for w in &batch {
+                let _ = w.done.send(Ok(()));
+            }
+        } else {
+            for w in &batch {
+                let result = write(&mut conn, std::slice::from_ref(w)).map_err(|e| e.to_string());
+                let _ = w.done.send(result);
+            }
+        }
     }
 }
 
@@ -481,15 +556,20 @@ impl Db for SqliteDb {
         audit: &AuditRecord,
         reservation: Option<i64>,
     ) -> Result<(), DbError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        insert_usage(&tx, u)?;
-        insert_audit(&tx, audit)?;
-        if let Some(id) = reservation {
-            tx.execute("DELETE FROM reservations WHERE id = ?1", [id])?;
+        let (done, wait) = mpsc::sync_channel(1);
+        let write = LedgerWrite {
+            usage: u.clone(),
+            audit: audit.clone(),
+            reservation,
+            done,
+        };
+        if self.ledger().send(write).is_err() {
+            return Err(DbError::Ledger("the ledger writer has stopped".into()));
         }
-        tx.commit()?;
-        Ok(())
+        match wait.recv() {
+            Ok(result) => result.map_err(DbError::Ledger),
+            Err(_) => Err(DbError::Ledger("the ledger writer has stopped".into())),
+        }
     }
 
     fn admit(&self, call: &Admission) -> Result<Result<Option<i64>, Refusal>, DbError> {

@@ -114,6 +114,8 @@ fn a_reply_without_usage_is_estimated_and_marked_so() {
     let record = &report["usage"][0];
     assert_eq!(report["output"], "sixteen chars!!!");
     assert_eq!(record["source"], "estimated");
+    // "sixteen chars!!!" is 4 tokens under o200k_base ("six", "teen",
+    // " chars", "!!!").
     assert_eq!(record["output_tokens"], 4);
     assert!(record["input_tokens"].as_i64().expect("count") > 0);
     assert!(record["raw_usage"].is_null());
@@ -167,4 +169,84 @@ fn costs_are_estimated_per_record_and_a_price_change_never_rewrites_history() {
         err.contains("prices.json") && err.contains("fix or remove the file"),
         "{err}"
     );
+}
+
+/// Usage per claw, per conversation and per tool invocation adds up exactly
+/// to what the provider reported, over several conversations of tool-agent.
+#[test]
+fn usage_per_claw_conversation_and_tool_invocation_adds_up_to_the_provider_reports() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "anthropic", "tool-agent", "claude-x");
+    let conversations = ["first", "second", "third"];
+    let inputs = [
+        "What is 2+2?",
+        "Count these five words please",
+        "Compute (7*6)-2 for me",
+    ];
+    let mut expected_by_conversation = Vec::new();
+    let mut seen = 0;
+    for (conversation, input) in conversations.iter().zip(inputs) {
+        env.run_claw("tool-agent", conversation, input);
+        let requests = dev.requests();
+        let mine = &requests[seen..];
+        seen = requests.len();
+        let (mut input_tokens, mut output_tokens) = (0, 0);
+        for r in mine {
+            let u = &r["usage"];
+            let n = |f: &str| u[f].as_i64().expect("count");
+            input_tokens +=
+                n("input_tokens") + n("cache_creation_input_tokens") + n("cache_read_input_tokens");
+            output_tokens += n("output_tokens");
+        }
+        expected_by_conversation.push((
+            conversation.to_string(),
+            mine.len() as i64,
+            input_tokens,
+            output_tokens,
+        ));
+    }
+    let by_conversation: Value =
+        serde_json::from_str(&env.ok(&["usage", "--by", "conversation", "--json"])).expect("JSON");
+    let got: Vec<(String, i64, i64, i64)> = by_conversation
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().expect("label").to_owned(),
+                g["calls"].as_i64().expect("calls"),
+                g["input_tokens"].as_i64().expect("input"),
+                g["output_tokens"].as_i64().expect("output"),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected_by_conversation);
+
+    let total_in: i64 = expected_by_conversation.iter().map(|e| e.2).sum();
+    let by_claw: Value =
+        serde_json::from_str(&env.ok(&["usage", "--by", "claw", "--json"])).expect("JSON");
+    assert_eq!(by_claw[0]["input_tokens"], total_in);
+    assert_eq!(by_claw[0]["calls"], 9);
+
+    // One group per ask_expert invocation (one per conversation), each with
+    // its one call; everything else outside tools.
+    let by_tool: Value =
+        serde_json::from_str(&env.ok(&["usage", "--by", "tool", "--json"])).expect("JSON");
+    let groups = by_tool.as_array().expect("groups");
+    let expert: Vec<&Value> = groups
+        .iter()
+        .filter(|g| {
+            g["group"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("ask_expert/ti_"))
+        })
+        .collect();
+    assert_eq!(expert.len(), 3);
+    assert!(expert.iter().all(|g| g["calls"] == 1));
+    let tool_in: i64 = groups
+        .iter()
+        .map(|g| g["input_tokens"].as_i64().expect("input"))
+        .sum();
+    assert_eq!(tool_in, total_in, "the tool groups partition the total");
 }

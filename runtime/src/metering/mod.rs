@@ -2,8 +2,12 @@
 //!
 //! Counts follow the OpenTelemetry GenAI conventions: input includes cache
 //! reads and writes, output includes reasoning, and the breakdowns are kept
-//! apart. When a provider reports no usage for a call that succeeded, the
-//! counts are estimated at four characters a token and the record says so.
+//! apart. When a provider reports no usage (a reply without it, or a call
+//! cut before it arrived), the counts are estimated with the `o200k_base`
+//! tokenizer (tiktoken-rs; exact for current OpenAI models, close for
+//! others) plus each message's framing, and the record says `estimated`.
+//! Budget reservations use a cheaper bound of bytes over four, since they
+//! run on every call.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,7 +48,7 @@ pub fn record(
         // prompt already, so its input is charged as an estimate.
         None => (
             Usage {
-                input_tokens: estimate_input(request),
+                input_tokens: tokenize_input(request),
                 ..Usage::default()
             },
             "estimated",
@@ -134,6 +138,36 @@ pub fn estimate_request_input(request: &ChatRequest) -> u64 {
     estimate_input(request) + tools
 }
 
+/// Tokens of `text` under `o200k_base`.
+fn tokens(text: &str) -> u64 {
+    tiktoken_rs::o200k_base_singleton()
+        .encode_ordinary(text)
+        .len() as u64
+}
+
+/// Tokens a provider reads for `request`: every message's text and tool
+/// calls, plus the per-message framing (about four tokens, as OpenAI's
+/// counting guide gives) and the tool definitions.
+fn tokenize_input(request: &ChatRequest) -> u64 {
+    let messages: u64 = request
+        .messages
+        .iter()
+        .map(|m| {
+            4 + tokens(&m.content)
+                + m.tool_calls
+                    .iter()
+                    .map(|c| tokens(&c.name) + tokens(&c.arguments))
+                    .sum::<u64>()
+        })
+        .sum();
+    let tools: u64 = request
+        .tools
+        .iter()
+        .map(|t| tokens(&t.name) + tokens(&t.description) + tokens(&t.parameters.to_string()))
+        .sum();
+    3 + messages + tools
+}
+
 fn estimate_input(request: &ChatRequest) -> u64 {
     request
         .messages
@@ -144,18 +178,42 @@ fn estimate_input(request: &ChatRequest) -> u64 {
 
 /// Four characters a token, for calls whose provider reported no usage.
 fn estimate(request: &ChatRequest, done: &Completion) -> Usage {
-    let chars = |s: &str| s.len() as u64;
-    let input = estimate_input(request);
-    let output = chars(&done.message.content).div_ceil(4)
+    let input = tokenize_input(request);
+    let output = tokens(&done.message.content)
         + done
             .message
             .tool_calls
             .iter()
-            .map(|c| chars(&c.arguments).div_ceil(4))
+            .map(|c| tokens(&c.name) + tokens(&c.arguments))
             .sum::<u64>();
     Usage {
         input_tokens: input,
         output_tokens: output,
         ..Usage::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::{Message, Role};
+
+    #[test]
+    fn estimates_use_a_real_tokenizer() {
+        // "Hello, world!" is 4 tokens in o200k_base: "Hello", ",", " world", "!".
+        assert_eq!(tokens("Hello, world!"), 4);
+        let request = ChatRequest {
+            model: "m".into(),
+            messages: vec![Message {
+                role: Role::User,
+                content: "Hello, world!".into(),
+                tool_calls: vec![],
+                tool_call_id: None,
+            }],
+            tools: vec![],
+            max_tokens: 10,
+            temperature: None,
+        };
+        assert_eq!(tokenize_input(&request), 3 + 4 + 4);
     }
 }

@@ -1,18 +1,24 @@
 //! The embedded SQLite backend.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::metering::budgets::{Admission, Budget, RateLimit, Refusal};
 
-#[path = "admission.rs"]
 mod admission;
+mod ledger;
+mod rows;
+
+use rows::{
+    CLAW_COLUMNS, KEY_COLUMNS, USAGE_COLUMNS, claw_row, insert_audit, insert_usage, key_row,
+    usage_row, usage_where,
+};
 
 use super::{
-    AuditRecord, CallTarget, ClawRow, Db, DbError, KeyRow, KeyState, OrgRow, Rewrap, UsageFilter,
-    UsageGroup, UsageRecord, UsageTotals,
+    AuditRecord, CallTarget, ClawRow, Db, DbError, KeyRow, OrgRow, Rewrap, UsageFilter, UsageGroup,
+    UsageRecord, UsageTotals,
 };
 
 /// File name of the database in the data directory.
@@ -20,10 +26,10 @@ pub const DB_FILE: &str = "clawrun.db";
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
-    include_str!("migrations/0001_init.sql"),
-    include_str!("migrations/0002_custody.sql"),
-    include_str!("migrations/0003_cost.sql"),
-    include_str!("migrations/0004_budgets.sql"),
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_custody.sql"),
+    include_str!("../migrations/0003_cost.sql"),
+    include_str!("../migrations/0004_budgets.sql"),
 ];
 
 /// SQLite in the data directory, in WAL mode.
@@ -34,20 +40,8 @@ const MIGRATIONS: &[&str] = &[
 /// their next read, which is what makes revocation immediate everywhere.
 pub struct SqliteDb {
     conn: Arc<Mutex<Connection>>,
-    ledger: OnceLock<Mutex<mpsc::Sender<LedgerWrite>>>,
+    ledger: OnceLock<Mutex<mpsc::Sender<ledger::LedgerWrite>>>,
 }
-
-/// One call's records on their way to the ledger writer, with the channel
-/// its caller waits on.
-struct LedgerWrite {
-    usage: UsageRecord,
-    audit: AuditRecord,
-    reservation: Option<i64>,
-    done: mpsc::SyncSender<Result<(), String>>,
-}
-
-/// Most calls' records committed in one transaction.
-const MAX_LEDGER_BATCH: usize = 512;
 
 impl SqliteDb {
     /// Opens (creating if needed) the database in `data_dir` and applies
@@ -117,13 +111,13 @@ impl SqliteDb {
     }
 
     /// The ledger writer's queue, starting the writer on first use.
-    fn ledger(&self) -> mpsc::Sender<LedgerWrite> {
+    fn ledger(&self) -> mpsc::Sender<ledger::LedgerWrite> {
         let sender = self.ledger.get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<LedgerWrite>();
+            let (tx, rx) = mpsc::channel::<ledger::LedgerWrite>();
             let conn = Arc::downgrade(&self.conn);
             let spawned = std::thread::Builder::new()
                 .name("clawrun-ledger".into())
-                .spawn(move || ledger_writer(&conn, &rx));
+                .spawn(move || ledger::writer(&conn, &rx));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start the ledger writer");
             }
@@ -133,51 +127,10 @@ impl SqliteDb {
     }
 }
 
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+pub(super) fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     // A panic mid-statement leaves SQLite itself consistent (the
     // statement's transaction rolls back), so the connection stays usable.
     conn.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Group commit: takes every call's records waiting in the queue, writes them
-/// in one transaction (one fsync), then tells each caller. A caller returns
-/// only once its own records are on disk, so batching costs no durability.
-/// If a batch fails, its calls are written one by one, so one bad record
-/// fails only its own call.
-fn ledger_writer(conn: &Weak<Mutex<Connection>>, queue: &mpsc::Receiver<LedgerWrite>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_LEDGER_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let Some(conn) = conn.upgrade() else { return };
-        let mut conn = lock(&conn);
-        let write = |conn: &mut Connection, items: &[LedgerWrite]| -> Result<(), DbError> {
-            let tx = conn.transaction()?;
-            for w in items {
-                insert_usage(&tx, &w.usage)?;
-                insert_audit(&tx, &w.audit)?;
-                if let Some(id) = w.reservation {
-                    tx.execute("DELETE FROM reservations WHERE id = ?1", [id])?;
-                }
-            }
-            tx.commit()?;
-            Ok(())
-        };
-        if write(&mut conn, &batch).is_ok() {
-            for w in &batch {
-                let _ = w.done.send(Ok(()));
-            }
-        } else {
-            for w in &batch {
-                let result = write(&mut conn, std::slice::from_ref(w)).map_err(|e| e.to_string());
-                let _ = w.done.send(result);
-            }
-        }
-    }
 }
 
 fn conflict(e: rusqlite::Error, what: impl FnOnce() -> String) -> DbError {
@@ -189,115 +142,6 @@ fn conflict(e: rusqlite::Error, what: impl FnOnce() -> String) -> DbError {
         }
         other => DbError::Sqlite(other),
     }
-}
-
-const KEY_COLUMNS: &str = "id, org_id, name, provider, base_url, ciphertext, version, state, \
-     fingerprint, hint, created_at_ms, rotated_at_ms, revoked_at_ms, scan_len, scan_hash";
-
-fn key_row(r: &Row<'_>, at: usize) -> rusqlite::Result<KeyRow> {
-    let state: String = r.get(at + 7)?;
-    Ok(KeyRow {
-        id: r.get(at)?,
-        org_id: r.get(at + 1)?,
-        name: r.get(at + 2)?,
-        provider: r.get(at + 3)?,
-        base_url: r.get(at + 4)?,
-        // Read whatever is stored: a ciphertext altered into another type
-        // must fail to open (for that key only), not fail the query.
-        ciphertext: r
-            .get_ref(at + 5)?
-            .as_bytes()
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default(),
-        version: r.get(at + 6)?,
-        state: if state == "active" {
-            KeyState::Active
-        } else {
-            KeyState::Revoked
-        },
-        fingerprint: r.get(at + 8)?,
-        hint: r.get(at + 9)?,
-        created_at_ms: r.get(at + 10)?,
-        rotated_at_ms: r.get(at + 11)?,
-        revoked_at_ms: r.get(at + 12)?,
-        scan_len: r.get(at + 13)?,
-        scan_hash: r.get(at + 14)?,
-    })
-}
-
-const CLAW_COLUMNS: &str = "c.id, c.org_id, c.name, c.digest, length(c.component), k.name, c.model, \
-     c.created_at_ms, c.updated_at_ms FROM claws c LEFT JOIN provider_keys k ON k.id = c.key_id";
-
-fn claw_row(r: &Row<'_>) -> rusqlite::Result<ClawRow> {
-    Ok(ClawRow {
-        id: r.get(0)?,
-        org_id: r.get(1)?,
-        name: r.get(2)?,
-        digest: r.get(3)?,
-        size: r.get(4)?,
-        key_name: r.get(5)?,
-        model: r.get(6)?,
-        created_at_ms: r.get(7)?,
-        updated_at_ms: r.get(8)?,
-    })
-}
-
-const USAGE_COLUMNS: &str = "at_ms, org_id, claw_id, run_id, conversation_id, tool_invocation_id, \
-     tool_name, tool_call_id, key_id, key_version, provider, model_requested, model_returned, \
-     input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, \
-     raw_usage, source, latency_ms, outcome, cost_micros, price_version";
-
-fn usage_row(r: &Row<'_>) -> rusqlite::Result<UsageRecord> {
-    Ok(UsageRecord {
-        at_ms: r.get(0)?,
-        org_id: r.get(1)?,
-        claw_id: r.get(2)?,
-        run_id: r.get(3)?,
-        conversation_id: r.get(4)?,
-        tool_invocation_id: r.get(5)?,
-        tool_name: r.get(6)?,
-        tool_call_id: r.get(7)?,
-        key_id: r.get(8)?,
-        key_version: r.get(9)?,
-        provider: r.get(10)?,
-        model_requested: r.get(11)?,
-        model_returned: r.get(12)?,
-        input_tokens: r.get(13)?,
-        output_tokens: r.get(14)?,
-        cache_read_tokens: r.get(15)?,
-        cache_write_tokens: r.get(16)?,
-        reasoning_tokens: r.get(17)?,
-        raw_usage: r.get(18)?,
-        source: r.get(19)?,
-        latency_ms: r.get(20)?,
-        outcome: r.get(21)?,
-        cost_micros: r.get(22)?,
-        price_version: r.get(23)?,
-    })
-}
-
-/// The WHERE clause and parameters of a usage filter.
-fn usage_where(filter: &UsageFilter) -> (String, Vec<String>) {
-    let mut clause = String::from("u.org_id = ?1");
-    let mut args = vec![filter.org_id.clone()];
-    for (column, value) in [
-        ("u.claw_id", &filter.claw_id),
-        ("u.conversation_id", &filter.conversation_id),
-        ("u.run_id", &filter.run_id),
-    ] {
-        if let Some(v) = value {
-            args.push(v.clone());
-            clause.push_str(&format!(" AND {column} = ?{}", args.len()));
-        }
-    }
-    // Integers are written into the statement: they cannot carry SQL.
-    if let Some(since) = filter.since_ms {
-        clause.push_str(&format!(" AND u.at_ms >= {since}"));
-    }
-    if let Some(until) = filter.until_ms {
-        clause.push_str(&format!(" AND u.at_ms < {until}"));
-    }
-    (clause, args)
 }
 
 /// Copies the WAL into the database file and truncates it, so that bytes a
@@ -314,49 +158,6 @@ fn checkpoint(conn: &Connection) {
         ),
         Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
     }
-}
-
-fn insert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), DbError> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO usage_records ({USAGE_COLUMNS})
-         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24)"
-    ))?
-    .execute(params![
-        u.at_ms,
-        u.org_id,
-        u.claw_id,
-        u.run_id,
-        u.conversation_id,
-        u.tool_invocation_id,
-        u.tool_name,
-        u.tool_call_id,
-        u.key_id,
-        u.key_version,
-        u.provider,
-        u.model_requested,
-        u.model_returned,
-        u.input_tokens,
-        u.output_tokens,
-        u.cache_read_tokens,
-        u.cache_write_tokens,
-        u.reasoning_tokens,
-        u.raw_usage,
-        u.source,
-        u.latency_ms,
-        u.outcome,
-        u.cost_micros,
-        u.price_version
-    ])?;
-    Ok(())
-}
-
-fn insert_audit(conn: &Connection, a: &AuditRecord) -> Result<(), DbError> {
-    conn.prepare_cached(
-        "INSERT INTO audit_records (at_ms, org_id, actor, action, key_id, key_version, claw_id, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![a.at_ms, a.org_id, a.actor, a.action, a.key_id, a.key_version, a.claw_id, a.outcome])?;
-    Ok(())
 }
 
 impl Db for SqliteDb {
@@ -557,7 +358,7 @@ impl Db for SqliteDb {
         reservation: Option<i64>,
     ) -> Result<(), DbError> {
         let (done, wait) = mpsc::sync_channel(1);
-        let write = LedgerWrite {
+        let write = ledger::LedgerWrite {
             usage: u.clone(),
             audit: audit.clone(),
             reservation,
@@ -790,6 +591,7 @@ impl Db for SqliteDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::KeyState;
 
     fn audit() -> AuditRecord {
         AuditRecord {

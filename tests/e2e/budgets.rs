@@ -179,3 +179,92 @@ fn a_key_token_rate_limit_counts_every_claw_on_the_key() {
     assert!(err.contains("rate limited"), "{err}");
     assert_eq!(dev.requests().len(), 1);
 }
+
+#[test]
+fn an_interrupted_run_records_its_call_in_flight_and_releases_its_reservation() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    env.ok(&["budgets", "set", "--tokens", "100000"]);
+    dev.fault(json!({"delay_ms": 10_000}));
+    let run = env
+        .command(&["run", "hello", "--conversation", "cut", "--input", "hi"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while dev.requests().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = run.wait_with_output().expect("ends");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("interrupted: the run of `hello` was stopped")
+    );
+    let (outcome, source, input): (String, String, i64) = env
+        .db()
+        .query_row(
+            "SELECT outcome, source, input_tokens FROM usage_records",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("one record");
+    assert_eq!(
+        (outcome.as_str(), source.as_str()),
+        ("cancelled", "estimated")
+    );
+    assert!(input > 0);
+    let reservations: i64 = env
+        .db()
+        .query_row("SELECT COUNT(*) FROM reservations", [], |r| r.get(0))
+        .expect("counts");
+    assert_eq!(reservations, 0);
+}
+
+#[test]
+fn setting_one_limit_keeps_the_other_and_limits_can_be_removed() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    env.ok(&["limits", "set", "--claw", "hello", "--rpm", "5"]);
+    env.ok(&["limits", "set", "--claw", "hello", "--tpm", "900"]);
+    let listed: Value = serde_json::from_str(&env.ok(&["limits", "list", "--json"])).expect("JSON");
+    assert_eq!(
+        (listed[0]["rpm"].as_i64(), listed[0]["tpm"].as_i64()),
+        (Some(5), Some(900))
+    );
+    env.ok(&["limits", "remove", "--claw", "hello"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&env.ok(&["limits", "list", "--json"])).expect("JSON"),
+        json!([])
+    );
+    let err = env.fails(&["limits", "remove", "--claw", "hello"], "");
+    assert!(err.contains("no rate limits are set there"), "{err}");
+}
+
+#[test]
+fn a_reply_naming_an_unpriced_model_is_priced_as_the_model_asked_for() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    let body = json!({
+        "model": "openai/gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 1000, "total_tokens": 2000}
+    });
+    dev.fault(json!({"status": 200, "body": body.to_string()}));
+    let report = env.run_claw("hello", "c", "hi");
+    // gpt-4o-mini: 1,000 input at 0.15 and 1,000 output at 0.60 per million.
+    assert_eq!(report["usage"][0]["cost_micros"], 750);
+}

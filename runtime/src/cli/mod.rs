@@ -184,6 +184,15 @@ enum LimitsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove the limits of one claw or one key.
+    Remove {
+        /// The claw.
+        #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+        claw: Option<String>,
+        /// The key.
+        #[arg(long)]
+        key: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -437,7 +446,14 @@ async fn run(svc: &Service, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let conversation = args.conversation.unwrap_or_else(|| service::new_id("conv"));
-    let report = svc.run(&args.name, &conversation, &input).await?;
+    // Ctrl-C or SIGTERM drops the run: a call in flight then writes its
+    // record (estimated input, outcome `cancelled`) before the process ends.
+    let report = tokio::select! {
+        report = svc.run(&args.name, &conversation, &input) => report?,
+        signal = shutdown_signal() => {
+            bail!("{signal}: the run of `{}` was stopped; its calls so far are recorded", args.name)
+        }
+    };
     if !report.output.stderr.is_empty() {
         tracing::debug!(claw = %args.name, stderr = %report.output.stderr, "guest stderr");
     }
@@ -467,6 +483,22 @@ async fn run(svc: &Service, args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(why) => bail!("claw `{}` returned an error: {why}", args.name),
     }
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => "interrupted",
+                _ = term.recv() => "terminated",
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "interrupted"
 }
 
 fn usage(svc: &Service, args: UsageArgs) -> anyhow::Result<ExitCode> {
@@ -596,6 +628,13 @@ fn limits(svc: &Service, cmd: LimitsCommand) -> anyhow::Result<ExitCode> {
                 claw.or(key).unwrap_or_default(),
                 limit.rpm.map_or_else(|| "any".into(), |v| v.to_string()),
                 limit.tpm.map_or_else(|| "any".into(), |v| v.to_string()),
+            );
+        }
+        LimitsCommand::Remove { claw, key } => {
+            svc.limits_remove(claw.as_deref(), key.as_deref())?;
+            println!(
+                "removed the rate limits of {}",
+                claw.or(key).unwrap_or_default()
             );
         }
         LimitsCommand::List { json } => {

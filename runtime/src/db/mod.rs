@@ -364,8 +364,11 @@ pub trait Db: Send + Sync {
     fn budgets(&self, org_id: &str) -> Result<Vec<Budget>, DbError>;
     /// Removes a budget; false when the organisation has none of that id.
     fn budget_remove(&self, org_id: &str, id: i64) -> Result<bool, DbError>;
-    /// Sets (or replaces) the rate limit of a claw or key.
+    /// Sets the rate limit of a claw or key; a limit given as `None` keeps
+    /// its current value.
     fn rate_limit_set(&self, org_id: &str, limit: &RateLimit) -> Result<(), DbError>;
+    /// Removes the rate limit of a claw or key; false when it had none.
+    fn rate_limit_remove(&self, org_id: &str, target_id: &str) -> Result<bool, DbError>;
     /// An organisation's rate limits.
     fn rate_limits(&self, org_id: &str) -> Result<Vec<RateLimit>, DbError>;
     /// Appends an audit record.

@@ -85,13 +85,14 @@ pub fn record(
         key_version: target.key.version,
         provider: kind.as_str().to_owned(),
         model_requested: request.model.clone(),
-        cost_micros: prices.cost_micros(
-            model_returned
-                .as_deref()
-                .filter(|m| !m.is_empty())
-                .unwrap_or(&request.model),
-            &usage,
-        ),
+        // What the provider says answered is what it bills; a name the
+        // table does not know falls back to the model asked for, so a
+        // priced call is never counted as free.
+        cost_micros: model_returned
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .and_then(|m| prices.cost_micros(m, &usage))
+            .or_else(|| prices.cost_micros(&request.model, &usage)),
         price_version: Some(prices.version.clone()),
         model_returned: model_returned.filter(|m| !m.is_empty()),
         input_tokens: usage.input_tokens as i64,

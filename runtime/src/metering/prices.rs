@@ -17,6 +17,12 @@ pub const PRICES_FILE: &str = "prices.json";
 
 const SHIPPED: &str = include_str!("prices.json");
 
+/// Highest cost recorded for one call: a billion dollars, in micros.
+const MAX_COST_MICROS: f64 = 1e15;
+
+/// Highest price accepted, per million tokens.
+pub const MAX_PRICE: f64 = 1_000_000.0;
+
 /// Prices of one model in currency units per million tokens.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 pub struct ModelPrice {
@@ -71,14 +77,16 @@ impl PriceTable {
                 if table.version.trim().is_empty() {
                     return Err(err("`version` is empty".into()));
                 }
-                let negative = table.models.iter().find(|(_, p)| {
+                // A million dollars per million tokens is far above any real
+                // price, and keeps every sum of costs in range.
+                let bad = table.models.iter().find(|(_, p)| {
                     [p.input, p.output, p.cache_read, p.cache_write]
                         .iter()
-                        .any(|v| !v.is_finite() || *v < 0.0)
+                        .any(|v| !v.is_finite() || !(0.0..=MAX_PRICE).contains(v))
                 });
-                if let Some((model, _)) = negative {
+                if let Some((model, _)) = bad {
                     return Err(err(format!(
-                        "prices of `{model}` must be non-negative numbers"
+                        "prices of `{model}` must be numbers from 0 to {MAX_PRICE}"
                     )));
                 }
                 Ok(table)
@@ -111,7 +119,8 @@ impl PriceTable {
             + usage.cache_read_tokens as f64 * p.cache_read
             + usage.cache_write_tokens as f64 * p.cache_write
             + usage.output_tokens as f64 * p.output;
-        Some(micros.round() as i64)
+        // Bounded so that sums over many records stay within an i64.
+        Some(micros.round().min(MAX_COST_MICROS) as i64)
     }
 }
 
@@ -169,7 +178,7 @@ mod tests {
             PriceTable::load(dir.path())
                 .expect_err("negative")
                 .to_string()
-                .contains("non-negative")
+                .contains("must be numbers from 0")
         );
         std::fs::write(dir.path().join(PRICES_FILE), "{").expect("writes");
         assert!(PriceTable::load(dir.path()).is_err());

@@ -465,6 +465,30 @@ impl Service {
         Ok(limit)
     }
 
+    /// Removes the limits of a claw or of a key (by name).
+    ///
+    /// # Errors
+    ///
+    /// When the claw or key does not exist or has no limits.
+    pub fn limits_remove(&self, claw: Option<&str>, key: Option<&str>) -> Result<(), ServiceError> {
+        let target_id = match (claw, key) {
+            (Some(c), None) => self.claw(c)?.id,
+            (None, Some(k)) => self.key(k)?.id,
+            _ => {
+                return Err(ServiceError::Invalid(
+                    "give exactly one of --claw NAME or --key NAME".into(),
+                ));
+            }
+        };
+        if self.db.rate_limit_remove(&self.org.id, &target_id)? {
+            Ok(())
+        } else {
+            Err(ServiceError::Invalid(
+                "no rate limits are set there: see `clawrun limits list`".into(),
+            ))
+        }
+    }
+
     /// The organisation's rate limits.
     ///
     /// # Errors

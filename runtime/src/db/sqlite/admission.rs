@@ -83,9 +83,9 @@ pub(super) fn check(conn: &Connection, call: &Admission) -> Result<Option<Refusa
         let start = period_start(budget.period, call.now_ms);
         let used: i64 = conn.query_row(
             &format!(
-                "SELECT (SELECT COALESCE(SUM({measure}), 0) FROM usage_records
+                "SELECT (SELECT CAST(TOTAL({measure}) AS INTEGER) FROM usage_records
                          WHERE org_id = ?1 AND at_ms >= ?2 AND {scope})
-                      + (SELECT COALESCE(SUM({reserved}), 0) FROM reservations
+                      + (SELECT CAST(TOTAL({reserved}) AS INTEGER) FROM reservations
                          WHERE org_id = ?1 AND {scope})"
             ),
             params![call.org_id, start, claw, conversation],
@@ -125,7 +125,7 @@ pub(super) fn check(conn: &Connection, call: &Admission) -> Result<Option<Refusa
                      SELECT input_tokens + output_tokens AS t, at_ms AS at FROM usage_records
                      WHERE {column} = ?1 AND at_ms >= ?2
                      UNION ALL
-                     SELECT tokens, at_ms FROM reservations WHERE {column} = ?1)"
+                     SELECT tokens, at_ms FROM reservations WHERE {column} = ?1 AND at_ms >= ?2)"
             ),
             params![target, since],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),

@@ -437,10 +437,19 @@ impl Db for SqliteDb {
     fn rate_limit_set(&self, org_id: &str, l: &RateLimit) -> Result<(), DbError> {
         self.conn().execute(
             "INSERT INTO rate_limits (org_id, scope, target_id, rpm, tpm) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (scope, target_id) DO UPDATE SET rpm = excluded.rpm, tpm = excluded.tpm",
+             ON CONFLICT (scope, target_id) DO UPDATE SET
+                rpm = COALESCE(excluded.rpm, rpm), tpm = COALESCE(excluded.tpm, tpm)",
             params![org_id, l.scope, l.target_id, l.rpm, l.tpm],
         )?;
         Ok(())
+    }
+
+    fn rate_limit_remove(&self, org_id: &str, target_id: &str) -> Result<bool, DbError> {
+        let changed = self.conn().execute(
+            "DELETE FROM rate_limits WHERE org_id = ?1 AND target_id = ?2",
+            params![org_id, target_id],
+        )?;
+        Ok(changed == 1)
     }
 
     fn rate_limits(&self, org_id: &str) -> Result<Vec<RateLimit>, DbError> {
@@ -565,7 +574,7 @@ impl Db for SqliteDb {
         let mut stmt = conn.prepare(&format!(
             "SELECT {label} AS grp, COUNT(*), SUM(u.input_tokens), SUM(u.output_tokens),
                     SUM(u.cache_read_tokens), SUM(u.cache_write_tokens), SUM(u.reasoning_tokens),
-                    SUM(u.cost_micros)
+                    CAST(SUM(u.cost_micros * 1.0) AS INTEGER)
              FROM usage_records u
              LEFT JOIN claws c ON c.id = u.claw_id
              LEFT JOIN provider_keys k ON k.id = u.key_id

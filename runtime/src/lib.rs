@@ -12,8 +12,10 @@
 //! - [`db`]: persistence (embedded SQLite) behind the [`db::Db`] trait;
 //! - [`service`]: the operations the CLI and API call, including the policy
 //!   of one `llm-call`;
+//! - [`api`]: `clawrun serve` (metrics so far);
 //! - [`cli`]: argument parsing and output formatting only.
 
+pub mod api;
 pub mod cage;
 pub mod cli;
 pub mod db;

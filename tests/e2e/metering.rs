@@ -250,3 +250,106 @@ fn usage_per_claw_conversation_and_tool_invocation_adds_up_to_the_provider_repor
         .sum();
     assert_eq!(tool_in, total_in, "the tool groups partition the total");
 }
+
+/// `clawrun serve` exposes the GenAI client metrics, computed from the
+/// ledger, so calls made by other processes sharing the data directory
+/// count too.
+#[test]
+fn serve_exposes_token_and_duration_histograms() {
+    use std::io::{BufRead, BufReader};
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    env.run_claw("hello", "c", "one");
+    env.run_claw("hello", "c", "two");
+    dev.fault(json!({"status": 500}));
+    env.fails(&["run", "hello", "--input", "x"], "");
+
+    let mut serve = env
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let mut banner = String::new();
+    BufReader::new(serve.stdout.as_mut().expect("stdout"))
+        .read_line(&mut banner)
+        .expect("banner");
+    let addr = banner
+        .trim()
+        .strip_prefix("clawrun serving on http://")
+        .expect("banner")
+        .to_owned();
+    let health = crate::support::http(&addr, "GET", "/healthz", "");
+    let metrics = crate::support::http(&addr, "GET", "/metrics", "");
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(health, "ok\n");
+
+    let labels = "gen_ai_provider_name=\"openai\",gen_ai_request_model=\"gpt-4o-mini\",gen_ai_agent_name=\"hello\"";
+    let reported: i64 = dev
+        .requests()
+        .iter()
+        .filter_map(|r| r["usage"]["prompt_tokens"].as_i64())
+        .sum();
+    assert!(
+        metrics.contains("# TYPE gen_ai_client_token_usage histogram"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "gen_ai_client_token_usage_count{{{labels},gen_ai_token_type=\"input\"}} 2\n"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "gen_ai_client_token_usage_sum{{{labels},gen_ai_token_type=\"input\"}} {reported}\n"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "gen_ai_client_operation_duration_seconds_count{{{labels}}} 2\n"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!("gen_ai_client_operation_duration_seconds_count{{{labels},error_type=\"server_error\"}} 1\n")), "{metrics}");
+}
+
+/// Each call's tracing span carries the GenAI attributes the metrics use.
+#[test]
+fn the_call_span_carries_the_gen_ai_attributes() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    let out = env.run(
+        &[
+            "run",
+            "hello",
+            "--conversation",
+            "span-test",
+            "--input",
+            "hi",
+        ],
+        "",
+    );
+    assert!(out.status.success());
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let line = logs
+        .lines()
+        .find(|l| l.contains("llm call finished"))
+        .expect("the call's log line");
+    for field in [
+        "gen_ai.operation.name=\"chat\"",
+        "gen_ai.agent.name=hello",
+        "gen_ai.conversation.id=span-test",
+        "gen_ai.provider.name=\"openai\"",
+        "gen_ai.request.model=\"gpt-4o-mini\"",
+        "gen_ai.response.model=\"gpt-4o-mini\"",
+        "gen_ai.usage.input_tokens=",
+        "gen_ai.usage.output_tokens=",
+    ] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+}

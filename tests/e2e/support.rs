@@ -110,7 +110,7 @@ impl Drop for DevProvider {
 }
 
 /// A minimal HTTP/1.1 exchange, enough for the emulator's control routes.
-fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
     let mut stream = TcpStream::connect(addr).expect("connects to dev-provider");
     write!(
         stream,

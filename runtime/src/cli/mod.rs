@@ -58,6 +58,12 @@ enum Command {
     /// Requests and tokens per minute, per claw or per key.
     #[command(subcommand)]
     Limits(LimitsCommand),
+    /// Serve the host over HTTP: /metrics (Prometheus) and /healthz so far.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
     /// Serve an emulator of the provider APIs on loopback, for offline work.
     DevProvider {
         /// Address to listen on; must be a loopback address.
@@ -304,6 +310,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -349,6 +356,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vault(VaultCommand::RotateMaster) => rotate_master(&Service::open(&dir)?),
         Command::Budgets(cmd) => budgets(&Service::open(&dir)?, cmd),
         Command::Limits(cmd) => limits(&Service::open(&dir)?, cmd),
+        Command::Serve { listen } => {
+            let svc = std::sync::Arc::new(Service::open(&dir)?);
+            crate::api::serve(svc, listen, async {
+                shutdown_signal().await;
+            })
+            .await
+            .with_context(|| format!("cannot serve on {listen}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::DevProvider { listen } => dev_provider(listen).await,
     }
 }

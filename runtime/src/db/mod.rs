@@ -224,6 +224,27 @@ pub struct Rewrap {
     pub new: Vec<u8>,
 }
 
+/// What the metrics need of one usage record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricSample {
+    /// Provider kind.
+    pub provider: String,
+    /// Model requested.
+    pub model: String,
+    /// Claw name.
+    pub claw: String,
+    /// Input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Time spent on the provider.
+    pub latency_ms: i64,
+    /// `ok` or the failure.
+    pub outcome: String,
+    /// `reported`, `estimated` or `none`.
+    pub source: String,
+}
+
 /// Which usage records a query covers.
 #[derive(Debug, Clone, Default)]
 pub struct UsageFilter {
@@ -369,6 +390,8 @@ pub trait Db: Send + Sync {
     fn rate_limit_set(&self, org_id: &str, limit: &RateLimit) -> Result<(), DbError>;
     /// Removes the rate limit of a claw or key; false when it had none.
     fn rate_limit_remove(&self, org_id: &str, target_id: &str) -> Result<bool, DbError>;
+    /// One sample per usage record of every organisation, for metrics.
+    fn metric_samples(&self) -> Result<Vec<MetricSample>, DbError>;
     /// An organisation's rate limits.
     fn rate_limits(&self, org_id: &str) -> Result<Vec<RateLimit>, DbError>;
     /// Appends an audit record.

@@ -163,8 +163,12 @@ impl LlmService {
         let span = tracing::info_span!(
             "llm_call",
             claw = %run.claw_name,
+            "gen_ai.operation.name" = "chat",
+            "gen_ai.agent.name" = %run.claw_name,
             "gen_ai.conversation.id" = %run.conversation_id,
             "gen_ai.tool.name" = tool.map(|t| t.name.as_str()),
+            "gen_ai.tool.call.id" = tool.and_then(|t| t.call_id.as_deref()),
+            "gen_ai.response.model" = tracing::field::Empty,
             key_id = tracing::field::Empty,
             "gen_ai.provider.name" = tracing::field::Empty,
             "gen_ai.request.model" = tracing::field::Empty,
@@ -270,6 +274,10 @@ impl LlmService {
         span.record("gen_ai.usage.input_tokens", record.input_tokens);
         span.record("gen_ai.usage.output_tokens", record.output_tokens);
         span.record("latency_ms", record.latency_ms);
+        if let Some(model) = &record.model_returned {
+            span.record("gen_ai.response.model", model.as_str());
+        }
+        tracing::info!(outcome = %record.outcome, "llm call finished");
         let audit = self.audit(run, &target, "key.used", &record.outcome);
         let db = self.db.clone();
         blocking(move || db.record_call(&record, &audit, reservation)).await?;

@@ -489,6 +489,16 @@ impl Service {
         }
     }
 
+    /// One sample per usage record, of every organisation, for the
+    /// host's metrics.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub fn metric_samples(&self) -> Result<Vec<crate::db::MetricSample>, ServiceError> {
+        Ok(self.db.metric_samples()?)
+    }
+
     /// The organisation's rate limits.
     ///
     /// # Errors

@@ -17,8 +17,8 @@ use rows::{
 };
 
 use super::{
-    AuditRecord, CallTarget, ClawRow, Db, DbError, KeyRow, OrgRow, Rewrap, UsageFilter, UsageGroup,
-    UsageRecord, UsageTotals,
+    AuditRecord, CallTarget, ClawRow, Db, DbError, KeyRow, MetricSample, OrgRow, Rewrap,
+    UsageFilter, UsageGroup, UsageRecord, UsageTotals,
 };
 
 /// File name of the database in the data directory.
@@ -450,6 +450,28 @@ impl Db for SqliteDb {
             params![org_id, target_id],
         )?;
         Ok(changed == 1)
+    }
+
+    fn metric_samples(&self) -> Result<Vec<MetricSample>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT u.provider, u.model_requested, COALESCE(c.name, u.claw_id), u.input_tokens,
+                    u.output_tokens, u.latency_ms, u.outcome, u.source
+             FROM usage_records u LEFT JOIN claws c ON c.id = u.claw_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(MetricSample {
+                provider: r.get(0)?,
+                model: r.get(1)?,
+                claw: r.get(2)?,
+                input_tokens: r.get(3)?,
+                output_tokens: r.get(4)?,
+                latency_ms: r.get(5)?,
+                outcome: r.get(6)?,
+                source: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn rate_limits(&self, org_id: &str) -> Result<Vec<RateLimit>, DbError> {

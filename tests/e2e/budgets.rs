@@ -268,3 +268,39 @@ fn a_reply_naming_an_unpriced_model_is_priced_as_the_model_asked_for() {
     // gpt-4o-mini: 1,000 input at 0.15 and 1,000 output at 0.60 per million.
     assert_eq!(report["usage"][0]["cost_micros"], 750);
 }
+
+#[test]
+fn a_key_rate_limit_holds_under_concurrency() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    env.ok(&["limits", "set", "--key", "openai-key", "--rpm", "3"]);
+    dev.fault(json!({"delay_ms": 2000, "times": 100}));
+    let runs: Vec<_> = (0..12)
+        .map(|i| {
+            env.command(&[
+                "run",
+                "hello",
+                "--conversation",
+                &format!("r{i}"),
+                "--input",
+                "hi",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts")
+        })
+        .collect();
+    let limited = runs
+        .into_iter()
+        .map(|r| r.wait_with_output().expect("ends"))
+        .filter(|out| String::from_utf8_lossy(&out.stderr).contains("rate limited; retry after"))
+        .count();
+    assert_eq!(
+        dev.requests().len(),
+        3,
+        "exactly three calls reached the provider"
+    );
+    assert_eq!(limited, 9);
+}

@@ -127,13 +127,12 @@ fn provider_garbage_and_server_errors_reach_the_claw_as_typed_errors() {
             .collect::<Result<_, _>>()
             .expect("rows")
     };
+    // An unreadable answer was probably billed: its input is estimated.
+    assert_eq!(outcomes[0].0, "bad_response");
+    assert!(outcomes[0].1 > 0, "{outcomes:?}");
     assert_eq!(
-        outcomes,
-        vec![
-            ("bad_response".into(), 0),
-            ("server_error".into(), 0),
-            ("rate_limited".into(), 0)
-        ]
+        outcomes[1..],
+        [("server_error".into(), 0), ("rate_limited".into(), 0)]
     );
 
     // The data is intact and the next call works.

@@ -18,7 +18,9 @@ pub use prices::{ModelPrice, PRICES_FILE, PriceTable, PriceTableError};
 
 use crate::cage::{RunContext, ToolInvocation};
 use crate::db::{CallTarget, UsageRecord};
-use crate::providers::{ChatRequest, Completion, ProviderError, ProviderKind, Usage};
+use crate::providers::{
+    ChatRequest, Completion, ProviderError, ProviderErrorKind, ProviderKind, Usage,
+};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -70,6 +72,27 @@ pub fn record(
             Some(done.model.clone()),
             "ok".to_owned(),
         ),
+        // The provider read the request but its answer was lost or
+        // unreadable: it has likely billed the input, so charge the
+        // estimate rather than nothing.
+        Some(Err(e))
+            if matches!(
+                e.kind,
+                ProviderErrorKind::BadResponse | ProviderErrorKind::Timeout
+            ) =>
+        {
+            (
+                Usage {
+                    input_tokens: tokenize_input(request),
+                    ..Usage::default()
+                },
+                "estimated",
+                None,
+                None,
+                outcome_of(e),
+            )
+        }
+        // Refused with an error status: nothing was generated or billed.
         Some(Err(e)) => (Usage::default(), "none", None, None, outcome_of(e)),
     };
     UsageRecord {

@@ -31,25 +31,8 @@ fn twenty_parallel_claws_against_a_budget_for_five_send_exactly_five() {
     assert!(out.contains("claw daily budget of 1500 tokens"), "{out}");
     // Slow answers keep the admitted calls in flight while the rest try.
     dev.fault(json!({"delay_ms": 4000, "times": 100}));
-    let runs: Vec<_> = (0..20)
-        .map(|i| {
-            env.command(&[
-                "run",
-                "hello",
-                "--conversation",
-                &format!("c{i}"),
-                "--input",
-                "hi",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starts")
-        })
-        .collect();
     let mut refused = 0;
-    for run in runs {
-        let out = run.wait_with_output().expect("ends");
+    for out in env.parallel_runs("hello", 20, "hi") {
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(
@@ -276,25 +259,9 @@ fn a_key_rate_limit_holds_under_concurrency() {
     env.wire(&dev, "openai", "hello", "gpt-4o-mini");
     env.ok(&["limits", "set", "--key", "openai-key", "--rpm", "3"]);
     dev.fault(json!({"delay_ms": 2000, "times": 100}));
-    let runs: Vec<_> = (0..12)
-        .map(|i| {
-            env.command(&[
-                "run",
-                "hello",
-                "--conversation",
-                &format!("r{i}"),
-                "--input",
-                "hi",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starts")
-        })
-        .collect();
-    let limited = runs
+    let limited = env
+        .parallel_runs("hello", 12, "hi")
         .into_iter()
-        .map(|r| r.wait_with_output().expect("ends"))
         .filter(|out| String::from_utf8_lossy(&out.stderr).contains("rate limited; retry after"))
         .count();
     assert_eq!(

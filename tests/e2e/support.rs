@@ -229,6 +229,30 @@ impl Env {
             .join("\n")
     }
 
+    /// Starts `count` runs of `claw` at once, each in its own conversation,
+    /// and returns their outputs once all have ended.
+    pub fn parallel_runs(&self, claw: &str, count: usize, input: &str) -> Vec<Output> {
+        let runs: Vec<Child> = (0..count)
+            .map(|i| {
+                self.command(&[
+                    "run",
+                    claw,
+                    "--conversation",
+                    &format!("parallel-{i}"),
+                    "--input",
+                    input,
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("starts")
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.wait_with_output().expect("ends"))
+            .collect()
+    }
+
     /// Runs a claw with `--json` and returns the parsed report.
     pub fn run_claw(&self, claw: &str, conversation: &str, input: &str) -> Value {
         let out = self.ok(&[

@@ -48,16 +48,7 @@ pub fn record(
     let (usage, source, raw, model_returned, outcome) = match result {
         // Cut in flight by a revocation: the provider may have read the
         // prompt already, so its input is charged as an estimate.
-        None => (
-            Usage {
-                input_tokens: tokenize_input(request),
-                ..Usage::default()
-            },
-            "estimated",
-            None,
-            None,
-            "cancelled_revoked".to_owned(),
-        ),
+        None => input_only(request, "cancelled_revoked".to_owned()),
         Some(Ok(done)) if done.raw_usage.is_null() => (
             estimate(request, done),
             "estimated",
@@ -81,16 +72,7 @@ pub fn record(
                 ProviderErrorKind::BadResponse | ProviderErrorKind::Timeout
             ) =>
         {
-            (
-                Usage {
-                    input_tokens: tokenize_input(request),
-                    ..Usage::default()
-                },
-                "estimated",
-                None,
-                None,
-                outcome_of(e),
-            )
+            input_only(request, outcome_of(e))
         }
         // Refused with an error status: nothing was generated or billed.
         Some(Err(e)) => (Usage::default(), "none", None, None, outcome_of(e)),
@@ -128,6 +110,18 @@ pub fn record(
         latency_ms: latency.as_millis() as i64,
         outcome,
     }
+}
+
+/// The record fields of a call charged only its estimated input.
+fn input_only(
+    request: &ChatRequest,
+    outcome: String,
+) -> (Usage, &'static str, Option<String>, Option<String>, String) {
+    let usage = Usage {
+        input_tokens: tokenize_input(request),
+        ..Usage::default()
+    };
+    (usage, "estimated", None, None, outcome)
 }
 
 fn outcome_of(e: &ProviderError) -> String {

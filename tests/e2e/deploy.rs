@@ -216,3 +216,26 @@ fn the_memory_limit_counts_every_memory_of_the_component() {
     );
     env.run_claw("hello", "c", "the host carries on");
 }
+
+/// A claw calling the model in an endless loop is stopped at the per-run
+/// limit, with every call it made recorded.
+#[test]
+fn a_claw_calling_in_a_loop_is_stopped_at_the_llm_call_limit() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "repeat", "gpt-4o-mini");
+    let out = env.run(&["run", "repeat", "--input", "1000 again"], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("claw `repeat` trapped")
+            && err.contains("the claw passed the limit of 500 llm-calls per run"),
+        "{err}"
+    );
+    assert_eq!(dev.requests().len(), 500);
+    let recorded: i64 = env
+        .db()
+        .query_row("SELECT COUNT(*) FROM usage_records", [], |r| r.get(0))
+        .expect("counts");
+    assert_eq!(recorded, 500);
+}

@@ -20,6 +20,14 @@ impl Host for CageState {
         &mut self,
         request: wit::ChatRequest,
     ) -> wasmtime::Result<Result<wit::Completion, wit::LlmError>> {
+        // A trap, not an error the guest could ignore and retry forever.
+        if self.llm_calls_made >= self.llm_call_limit {
+            return Err(wasmtime::Error::msg(format!(
+                "the claw passed the limit of {} llm-calls per run",
+                self.llm_call_limit
+            )));
+        }
+        self.llm_calls_made += 1;
         let tool = self
             .open_tools
             .last()

@@ -61,6 +61,9 @@ pub struct CageLimits {
     /// Linear memory a run may grow to, in bytes, summed over every memory
     /// of the component.
     pub memory_bytes: usize,
+    /// `llm-call`s one run may make; the next one ends the run, so a claw
+    /// stuck in a loop cannot spend its organisation's budget unattended.
+    pub llm_calls: u32,
 }
 
 impl Default for CageLimits {
@@ -68,6 +71,7 @@ impl Default for CageLimits {
         Self {
             run_deadline: Duration::from_secs(300),
             memory_bytes: 256 * 1024 * 1024,
+            llm_calls: 500,
         }
     }
 }
@@ -107,6 +111,10 @@ pub struct CageState {
     llm: Arc<LlmService>,
     /// Resource reps of the tool invocations alive, oldest first.
     open_tools: Vec<u32>,
+    /// `llm-call`s this run has made.
+    llm_calls_made: u32,
+    /// `llm-call`s this run may make.
+    llm_call_limit: u32,
 }
 
 impl WasiView for CageState {
@@ -262,6 +270,8 @@ impl Cage {
             run,
             llm,
             open_tools: Vec::new(),
+            llm_calls_made: 0,
+            llm_call_limit: self.limits.llm_calls,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -30,7 +30,9 @@ fn twenty_parallel_claws_against_a_budget_for_five_send_exactly_five() {
     ]);
     assert!(out.contains("claw daily budget of 1500 tokens"), "{out}");
     // Slow answers keep the admitted calls in flight while the rest try.
-    dev.fault(json!({"delay_ms": 4000, "times": 100}));
+    // Long enough that every one of the 20 processes has started and asked
+    // before the first admitted call settles, even on a loaded machine.
+    dev.fault(json!({"delay_ms": 10_000, "times": 100}));
     let mut refused = 0;
     for out in env.parallel_runs("hello", 20, "hi") {
         if !out.status.success() {

@@ -231,26 +231,19 @@ impl LlmService {
         drop(data_key);
         let reservation = self.admit(run, &target, &chat).await?;
         let revoked = revocation::revoked(self.watch.subscribe(), &target.key.id);
-        // If this future is dropped mid-request (the run's deadline), the
-        // guard still writes the call's record: the provider may bill it.
-        let mut unfinished = metering::record(
-            &self.prices,
+        // If this future is dropped mid-request (the run's deadline, Ctrl-C),
+        // the guard still writes the call's record: the provider may bill
+        // it. It builds the record only then, keeping the estimate off the
+        // path of calls that finish.
+        let guard = UnfinishedCall {
+            service: self,
             run,
             tool,
-            &target,
+            target: &target,
             kind,
-            &chat,
-            None,
-            Duration::ZERO,
-        );
-        unfinished.outcome = "cancelled".into();
-        let guard = UnfinishedCall {
-            db: self.db.clone(),
+            chat: &chat,
             reservation,
-            records: Some((
-                unfinished,
-                self.audit(run, &target, "key.used", "cancelled"),
-            )),
+            armed: true,
         };
         let started = Instant::now();
         let result = tokio::select! {
@@ -491,25 +484,43 @@ fn scan_texts(request: &GuestRequest) -> Vec<std::borrow::Cow<'_, str>> {
 }
 
 /// Writes an unfinished call's usage and audit records if dropped armed.
-struct UnfinishedCall {
-    db: Arc<dyn Db>,
+struct UnfinishedCall<'a> {
+    service: &'a LlmService,
+    run: &'a RunContext,
+    tool: Option<&'a ToolInvocation>,
+    target: &'a CallTarget,
+    kind: ProviderKind,
+    chat: &'a ChatRequest,
     reservation: Option<i64>,
-    records: Option<(crate::db::UsageRecord, AuditRecord)>,
+    armed: bool,
 }
 
-impl UnfinishedCall {
+impl UnfinishedCall<'_> {
     fn disarm(mut self) {
-        self.records = None;
+        self.armed = false;
     }
 }
 
-impl Drop for UnfinishedCall {
+impl Drop for UnfinishedCall<'_> {
     fn drop(&mut self) {
-        if let Some((mut usage, audit)) = self.records.take() {
-            usage.at_ms = metering::now_ms();
-            if let Err(e) = self.db.record_call(&usage, &audit, self.reservation) {
-                tracing::error!(error = %e, "could not record a call cut off by the run's deadline");
-            }
+        if !self.armed {
+            return;
+        }
+        let s = self.service;
+        let mut usage = metering::record(
+            &s.prices,
+            self.run,
+            self.tool,
+            self.target,
+            self.kind,
+            self.chat,
+            None,
+            Duration::ZERO,
+        );
+        usage.outcome = "cancelled".into();
+        let audit = s.audit(self.run, self.target, "key.used", "cancelled");
+        if let Err(e) = s.db.record_call(&usage, &audit, self.reservation) {
+            tracing::error!(error = %e, "could not record a call cut off before it finished");
         }
     }
 }

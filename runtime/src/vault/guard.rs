@@ -128,11 +128,11 @@ mod tests {
         let dk = DataKey::generate();
         let entries = vec![
             entry(&dk, "a", "sk-proj-abcdefghijklmnopqrstuvwxyz012345"),
-            entry(&dk, "b", "sk-ant-api03-ZZZZYYYYXXXXWWWW"),
+            entry(&dk, "b", "sk-ant-api03-ZZZZYYYYWWWWVVVV"),
         ];
         let texts = [
             "nothing here",
-            "please forward sk-ant-api03-ZZZZYYYYXXXXWWWW to me",
+            "please forward sk-ant-api03-ZZZZYYYYWWWWVVVV to me",
         ];
         assert_eq!(
             find_key(&dk, &entries, &texts).map(|e| e.key_id.as_str()),

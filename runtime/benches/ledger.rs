@@ -43,6 +43,7 @@ fn record(i: usize) -> (UsageRecord, AuditRecord) {
         key_version: Some(1),
         claw_id: Some("claw_bench".into()),
         outcome: "ok".into(),
+        subject: None,
     };
     (usage, audit)
 }

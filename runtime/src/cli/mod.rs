@@ -1,6 +1,7 @@
 //! The command line: argument parsing and output formatting only; every
 //! operation is in [`crate::service`].
 
+mod backend;
 mod output;
 mod secret;
 
@@ -14,7 +15,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::db::UsageGroup;
 use crate::providers::ProviderKind;
-use crate::service::{self, Service};
+use crate::service::{self, Host};
+use backend::{Backend, Remote};
 use output::Table;
 
 /// Run AI agents compiled to WebAssembly, holding your provider keys for them.
@@ -24,6 +26,15 @@ struct Cli {
     /// Data directory (database and master key file).
     #[arg(long, global = true, env = "CLAWRUN_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+
+    /// Organisation the local commands act in.
+    #[arg(long, global = true, env = "CLAWRUN_ORG", default_value = service::DEFAULT_ORG)]
+    org: String,
+
+    /// Act on a remote host's API instead of the local data directory, with
+    /// the API token in CLAWRUN_TOKEN.
+    #[arg(long, global = true, env = "CLAWRUN_SERVER", value_name = "URL")]
+    server: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -58,17 +69,64 @@ enum Command {
     /// Requests and tokens per minute, per claw or per key.
     #[command(subcommand)]
     Limits(LimitsCommand),
-    /// Serve the host over HTTP: /metrics (Prometheus) and /healthz so far.
+    /// Create and list organisations (operator, local only).
+    #[command(subcommand)]
+    Orgs(OrgsCommand),
+    /// Create, list and revoke the organisation's API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Serve the HTTP API, the dashboard and the OpenAPI document.
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Also serve Prometheus metrics of every organisation on this
+        /// address (keep it private: labels name every organisation's claws).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+        /// After SIGTERM or Ctrl-C, how long running claws may take to
+        /// finish before they are cancelled (their usage is recorded).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
     },
     /// Serve an emulator of the provider APIs on loopback, for offline work.
     DevProvider {
         /// Address to listen on; must be a loopback address.
         #[arg(long, default_value = "127.0.0.1:8787")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgsCommand {
+    /// Create an organisation with its own data key, and print its first
+    /// API token (shown once).
+    Create {
+        /// Name of the organisation.
+        name: String,
+    },
+    /// List organisations.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Create an API token and print it (shown once).
+    Create {
+        /// What the token is for.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: the next request bearing it is refused.
+    Revoke {
+        /// The token's id (`tok_…`).
+        id: String,
     },
 }
 
@@ -130,6 +188,11 @@ enum ClawsCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Delete a claw with its budgets and rate limits; its usage stays.
+    Delete {
+        /// Name of the claw.
+        name: String,
     },
 }
 
@@ -329,8 +392,23 @@ fn data_dir(cli: &Cli) -> PathBuf {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let dir = data_dir(&cli);
+    let backend = || -> anyhow::Result<Backend> {
+        Ok(match &cli.server {
+            Some(server) => Backend::Remote(Remote::new(server)?),
+            None => Backend::Local(Host::open(&dir)?.org(&cli.org)?),
+        })
+    };
+    let local_only = |what: &str| -> anyhow::Result<()> {
+        if cli.server.is_some() {
+            bail!(
+                "`clawrun {what}` acts on a local data directory only: run it on the host, without --server"
+            );
+        }
+        Ok(())
+    };
     match cli.command {
         Command::Init => {
+            local_only("init")?;
             let report = service::init(&dir)?;
             if report.already {
                 println!(
@@ -348,17 +426,35 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys(cmd) => keys(&Service::open(&dir)?, cmd),
-        Command::Claws(cmd) => claws(&Service::open(&dir)?, cmd),
-        Command::Run(args) => run(&Service::open(&dir)?, args).await,
-        Command::Usage(args) => usage(&Service::open(&dir)?, args),
-        Command::Audit { json } => audit(&Service::open(&dir)?, json),
-        Command::Vault(VaultCommand::RotateMaster) => rotate_master(&Service::open(&dir)?),
-        Command::Budgets(cmd) => budgets(&Service::open(&dir)?, cmd),
-        Command::Limits(cmd) => limits(&Service::open(&dir)?, cmd),
-        Command::Serve { listen } => {
-            let svc = std::sync::Arc::new(Service::open(&dir)?);
-            crate::api::serve(svc, listen, async {
+        Command::Keys(ref cmd) => keys(&backend()?, cmd).await,
+        Command::Claws(ref cmd) => claws(&backend()?, cmd).await,
+        Command::Run(ref args) => run(&backend()?, args).await,
+        Command::Usage(ref args) => usage(&backend()?, args).await,
+        Command::Audit { json } => audit(&backend()?, json).await,
+        Command::Vault(VaultCommand::RotateMaster) => {
+            local_only("vault rotate-master")?;
+            rotate_master(&Host::open(&dir)?.org(service::DEFAULT_ORG)?)
+        }
+        Command::Budgets(ref cmd) => budgets(&backend()?, cmd).await,
+        Command::Limits(ref cmd) => limits(&backend()?, cmd).await,
+        Command::Orgs(ref cmd) => {
+            local_only("orgs")?;
+            orgs(&Host::open(&dir)?, cmd)
+        }
+        Command::Tokens(ref cmd) => tokens(&backend()?, cmd).await,
+        Command::Serve {
+            listen,
+            metrics_listen,
+            grace,
+        } => {
+            local_only("serve")?;
+            let host = Host::open(&dir)?;
+            let options = crate::api::ServeOptions {
+                listen,
+                metrics_listen,
+                grace,
+            };
+            crate::api::serve(host, options, async {
                 shutdown_signal().await;
             })
             .await
@@ -369,7 +465,61 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn keys(svc: &Service, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
+fn orgs(host: &std::sync::Arc<Host>, cmd: &OrgsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        OrgsCommand::Create { name } => {
+            let (org, token) = host.orgs_create(name)?;
+            println!("created organisation `{}` ({})", org.name, org.id);
+            println!("its admin API token, shown only now; store it in a secret manager:");
+            println!("{}", token.expose());
+        }
+        OrgsCommand::List => {
+            let mut table = Table::new(&["NAME", "ID", "CREATED"]);
+            for o in host.orgs_list()? {
+                table.row(vec![o.name, o.id, output::time(o.created_at_ms)]);
+            }
+            table.print();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn tokens(backend: &Backend, cmd: &TokensCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokensCommand::Create { name } => {
+            let token = backend.tokens_create(name).await?;
+            eprintln!(
+                "created API token {} (`{}`), shown only now:",
+                token.view.id, token.view.name
+            );
+            println!("{}", token.token);
+        }
+        TokensCommand::List { json } => {
+            let rows = backend.tokens_list().await?;
+            if *json {
+                output::print_json(&rows)?;
+            } else {
+                let mut table = Table::new(&["ID", "NAME", "CREATED", "REVOKED"]);
+                for t in rows {
+                    table.row(vec![
+                        t.id,
+                        t.name,
+                        t.created_at,
+                        t.revoked_at.unwrap_or_else(|| "-".into()),
+                    ]);
+                }
+                table.print();
+            }
+        }
+        TokensCommand::Revoke { id } => {
+            backend.tokens_revoke(id).await?;
+            println!("revoked API token {id}: requests bearing it are refused from now on");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn keys(backend: &Backend, cmd: &KeysCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         KeysCommand::Add {
             name,
@@ -377,82 +527,88 @@ fn keys(svc: &Service, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             base_url,
         } => {
             let secret = secret::read(&format!("API key for `{name}`"))?;
-            let row = svc.keys_add(&name, provider, base_url.as_deref(), secret)?;
+            let key = backend
+                .keys_add(name, *provider, base_url.as_deref(), secret)
+                .await?;
             println!(
                 "added key `{}` ({}, {}, version {})",
-                row.name, row.provider, row.hint, row.version
+                key.name, key.provider, key.hint, key.version
             );
         }
         KeysCommand::List { json } => {
-            let rows = svc.keys_list()?;
-            if json {
-                output::print_json(&rows.iter().map(output::key_json).collect::<Vec<_>>())?;
+            let rows = backend.keys_list().await?;
+            if *json {
+                output::print_json(&rows)?;
             } else {
                 output::keys_table(&rows).print();
             }
         }
         KeysCommand::Rotate { name } => {
             let secret = secret::read(&format!("new API key for `{name}`"))?;
-            let row = svc.keys_rotate(&name, secret)?;
+            let key = backend.keys_rotate(name, secret).await?;
             println!(
                 "rotated key `{}` to version {} ({})",
-                row.name, row.version, row.hint
+                key.name, key.version, key.hint
             );
         }
         KeysCommand::Revoke { name } => {
-            let row = svc.keys_revoke(&name)?;
+            let key = backend.keys_revoke(name).await?;
             println!(
                 "revoked key `{}`: no request with it starts from now on",
-                row.name
+                key.name
             );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn claws(svc: &Service, cmd: ClawsCommand) -> anyhow::Result<ExitCode> {
+async fn claws(backend: &Backend, cmd: &ClawsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ClawsCommand::Deploy { file, name } => {
             let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let row = svc.claws_deploy(&name, &bytes)?;
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let claw = backend.claws_deploy(name, bytes).await?;
             println!(
                 "deployed claw `{}` ({} bytes, sha256 {})",
-                row.name,
-                row.size,
-                &row.digest[..16]
+                claw.name,
+                claw.size,
+                &claw.digest[..16.min(claw.digest.len())]
             );
-            if row.model.is_none() {
+            if claw.model.is_none() {
                 println!(
                     "next: clawrun claws assign {} --key KEY --model MODEL",
-                    row.name
+                    claw.name
                 );
             }
         }
         ClawsCommand::Assign { name, key, model } => {
-            let row = svc.claws_assign(&name, &key, &model)?;
+            let claw = backend.claws_assign(name, key, model).await?;
             println!(
                 "claw `{}` now uses key `{}` with model `{}` from its next call",
-                row.name,
-                row.key_name.unwrap_or_default(),
-                row.model.unwrap_or_default()
+                claw.name,
+                claw.key.unwrap_or_default(),
+                claw.model.unwrap_or_default()
             );
         }
         ClawsCommand::List { json } => {
-            let rows = svc.claws_list()?;
-            if json {
-                output::print_json(&rows.iter().map(output::claw_json).collect::<Vec<_>>())?;
+            let rows = backend.claws_list().await?;
+            if *json {
+                output::print_json(&rows)?;
             } else {
                 output::claws_table(&rows).print();
             }
+        }
+        ClawsCommand::Delete { name } => {
+            backend.claws_delete(name).await?;
+            println!("deleted claw `{name}`; its usage records stay");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run(svc: &Service, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let input = match args.input {
-        Some(text) => text,
+async fn run(backend: &Backend, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let input = match &args.input {
+        Some(text) => text.clone(),
         None => {
             let mut text = String::new();
             std::io::stdin()
@@ -461,28 +617,22 @@ async fn run(svc: &Service, args: RunArgs) -> anyhow::Result<ExitCode> {
             text
         }
     };
-    let conversation = args.conversation.unwrap_or_else(|| service::new_id("conv"));
+    let conversation = args
+        .conversation
+        .clone()
+        .unwrap_or_else(|| service::new_id("conv"));
     // Ctrl-C or SIGTERM drops the run: a call in flight then writes its
     // record (estimated input, outcome `cancelled`) before the process ends.
     let report = tokio::select! {
-        report = svc.run(&args.name, &conversation, &input) => report?,
+        report = backend.run(&args.name, &conversation, &input) => report?,
         signal = shutdown_signal() => {
             bail!("{signal}: the run of `{}` was stopped; its calls so far are recorded", args.name)
         }
     };
-    if !report.output.stderr.is_empty() {
-        tracing::debug!(claw = %args.name, stderr = %report.output.stderr, "guest stderr");
-    }
     if args.json {
-        output::print_json(&serde_json::json!({
-            "run_id": report.run_id,
-            "conversation_id": report.conversation_id,
-            "output": report.output.result.as_ref().ok(),
-            "error": report.output.result.as_ref().err(),
-            "usage": report.usage,
-        }))?;
+        output::print_json(&report)?;
     } else {
-        if let Ok(text) = &report.output.result {
+        if let Some(text) = &report.output {
             println!("{text}");
         }
         let (input, output) = report.usage.iter().fold((0, 0), |(i, o), u| {
@@ -495,9 +645,9 @@ async fn run(svc: &Service, args: RunArgs) -> anyhow::Result<ExitCode> {
             report.usage.len()
         );
     }
-    match report.output.result {
-        Ok(_) => Ok(ExitCode::SUCCESS),
-        Err(why) => bail!("claw `{}` returned an error: {why}", args.name),
+    match report.error {
+        None => Ok(ExitCode::SUCCESS),
+        Some(why) => bail!("claw `{}` returned an error: {why}", args.name),
     }
 }
 
@@ -517,14 +667,14 @@ async fn shutdown_signal() -> &'static str {
     "interrupted"
 }
 
-fn usage(svc: &Service, args: UsageArgs) -> anyhow::Result<ExitCode> {
+async fn usage(backend: &Backend, args: &UsageArgs) -> anyhow::Result<ExitCode> {
     let scope = service::UsageScope {
         claw: args.claw.as_deref(),
         conversation: args.conversation.as_deref(),
         since_ms: args.since,
         until_ms: args.until,
     };
-    let totals = svc.usage(args.by, &scope)?;
+    let totals = backend.usage(args.by, &scope).await?;
     if args.json {
         output::print_json(&totals)?;
     } else if args.csv {
@@ -561,8 +711,8 @@ fn usage(svc: &Service, args: UsageArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn audit(svc: &Service, json: bool) -> anyhow::Result<ExitCode> {
-    let records = svc.audit_records()?;
+async fn audit(backend: &Backend, json: bool) -> anyhow::Result<ExitCode> {
+    let records = backend.audit().await?;
     if json {
         output::print_json(&records)?;
     } else {
@@ -585,7 +735,7 @@ fn audit(svc: &Service, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn budgets(svc: &Service, cmd: BudgetsCommand) -> anyhow::Result<ExitCode> {
+async fn budgets(backend: &Backend, cmd: &BudgetsCommand) -> anyhow::Result<ExitCode> {
     use crate::metering::budgets::BudgetUnit;
     match cmd {
         BudgetsCommand::Set {
@@ -596,18 +746,20 @@ fn budgets(svc: &Service, cmd: BudgetsCommand) -> anyhow::Result<ExitCode> {
             per,
         } => {
             let (unit, amount) = match (tokens, usd) {
-                (Some(t), _) => (BudgetUnit::Tokens, t),
-                (None, Some(d)) if d.is_finite() && d >= 0.0 => {
+                (Some(t), _) => (BudgetUnit::Tokens, *t),
+                (None, Some(d)) if d.is_finite() && *d >= 0.0 => {
                     (BudgetUnit::Micros, (d * 1e6).round() as i64)
                 }
                 _ => bail!("give --tokens N or --usd AMOUNT (a non-negative number)"),
             };
-            let budget = svc.budgets_add(scope, claw.as_deref(), unit, per, amount)?;
+            let budget = backend
+                .budgets_add(*scope, claw.as_deref(), unit, *per, amount)
+                .await?;
             println!("added {budget}");
         }
         BudgetsCommand::List { json } => {
-            let rows = svc.budgets_list()?;
-            if json {
+            let rows = backend.budgets_list().await?;
+            if *json {
                 output::print_json(&rows)?;
             } else {
                 let mut table = Table::new(&["ID", "BUDGET", "CLAW"]);
@@ -622,14 +774,14 @@ fn budgets(svc: &Service, cmd: BudgetsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         BudgetsCommand::Remove { id } => {
-            svc.budgets_remove(id)?;
+            backend.budgets_remove(*id).await?;
             println!("removed budget #{id}");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn limits(svc: &Service, cmd: LimitsCommand) -> anyhow::Result<ExitCode> {
+async fn limits(backend: &Backend, cmd: &LimitsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         LimitsCommand::Set {
             claw,
@@ -637,25 +789,29 @@ fn limits(svc: &Service, cmd: LimitsCommand) -> anyhow::Result<ExitCode> {
             rpm,
             tpm,
         } => {
-            let limit = svc.limits_set(claw.as_deref(), key.as_deref(), rpm, tpm)?;
+            let limit = backend
+                .limits_set(claw.as_deref(), key.as_deref(), *rpm, *tpm)
+                .await?;
             println!(
                 "{} {}: {} requests and {} tokens per minute",
                 limit.scope,
-                claw.or(key).unwrap_or_default(),
+                claw.as_deref().or(key.as_deref()).unwrap_or_default(),
                 limit.rpm.map_or_else(|| "any".into(), |v| v.to_string()),
                 limit.tpm.map_or_else(|| "any".into(), |v| v.to_string()),
             );
         }
         LimitsCommand::Remove { claw, key } => {
-            svc.limits_remove(claw.as_deref(), key.as_deref())?;
+            backend
+                .limits_remove(claw.as_deref(), key.as_deref())
+                .await?;
             println!(
                 "removed the rate limits of {}",
-                claw.or(key).unwrap_or_default()
+                claw.as_deref().or(key.as_deref()).unwrap_or_default()
             );
         }
         LimitsCommand::List { json } => {
-            let rows = svc.limits_list()?;
-            if json {
+            let rows = backend.limits_list().await?;
+            if *json {
                 output::print_json(&rows)?;
             } else {
                 let mut table = Table::new(&["SCOPE", "ID", "RPM", "TPM"]);
@@ -675,7 +831,7 @@ fn limits(svc: &Service, cmd: LimitsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn rotate_master(svc: &Service) -> anyhow::Result<ExitCode> {
+fn rotate_master(svc: &service::Service) -> anyhow::Result<ExitCode> {
     let new_key = if crate::vault::MasterKey::from_env() {
         let secret = secret::read("new master key (base64 of 32 bytes)")?;
         Some(crate::vault::MasterKey::from_base64(

@@ -1,10 +1,6 @@
 //! Tables and JSON for the terminal.
 
-use std::time::{Duration, UNIX_EPOCH};
-
-use serde_json::{Value, json};
-
-use crate::db::{ClawRow, KeyRow};
+use crate::api::views::{ClawView, KeyView};
 
 /// A plain text table with left-aligned columns.
 pub struct Table {
@@ -68,11 +64,7 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A timestamp as RFC 3339 (UTC, seconds).
-pub fn time(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
-}
+pub use crate::api::views::time;
 
 /// An estimated cost in millionths of the price table's currency (USD
 /// unless the operator's table says otherwise), or `-` when unpriced.
@@ -80,25 +72,8 @@ pub fn cost(micros: Option<i64>) -> String {
     micros.map_or_else(|| "-".into(), |m| format!("${:.6}", m as f64 / 1e6))
 }
 
-/// A key as listed: everything but the secret and its ciphertext.
-pub fn key_json(k: &KeyRow) -> Value {
-    json!({
-        "name": k.name,
-        "id": k.id,
-        "provider": k.provider,
-        "base_url": k.base_url,
-        "hint": k.hint,
-        "fingerprint": k.fingerprint,
-        "version": k.version,
-        "state": k.state.as_str(),
-        "created_at": time(k.created_at_ms),
-        "rotated_at": k.rotated_at_ms.map(time),
-        "revoked_at": k.revoked_at_ms.map(time),
-    })
-}
-
 /// The key table.
-pub fn keys_table(rows: &[KeyRow]) -> Table {
+pub fn keys_table(rows: &[KeyView]) -> Table {
     let mut table = Table::new(&[
         "NAME",
         "PROVIDER",
@@ -117,40 +92,26 @@ pub fn keys_table(rows: &[KeyRow]) -> Table {
             k.hint.clone(),
             k.fingerprint.clone(),
             k.version.to_string(),
-            k.state.as_str().into(),
-            time(k.created_at_ms),
-            k.rotated_at_ms.map(time).unwrap_or_else(|| "-".into()),
-            k.revoked_at_ms.map(time).unwrap_or_else(|| "-".into()),
+            k.state.clone(),
+            k.created_at.clone(),
+            k.rotated_at.clone().unwrap_or_else(|| "-".into()),
+            k.revoked_at.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
     table
 }
 
-/// A claw as listed.
-pub fn claw_json(c: &ClawRow) -> Value {
-    json!({
-        "name": c.name,
-        "id": c.id,
-        "digest": c.digest,
-        "size": c.size,
-        "key": c.key_name,
-        "model": c.model,
-        "created_at": time(c.created_at_ms),
-        "updated_at": time(c.updated_at_ms),
-    })
-}
-
 /// The claw table.
-pub fn claws_table(rows: &[ClawRow]) -> Table {
+pub fn claws_table(rows: &[ClawView]) -> Table {
     let mut table = Table::new(&["NAME", "KEY", "MODEL", "SIZE", "DIGEST", "UPDATED"]);
     for c in rows {
         table.row(vec![
             c.name.clone(),
-            c.key_name.clone().unwrap_or_else(|| "-".into()),
+            c.key.clone().unwrap_or_else(|| "-".into()),
             c.model.clone().unwrap_or_else(|| "-".into()),
             c.size.to_string(),
             c.digest[..16.min(c.digest.len())].to_owned(),
-            time(c.updated_at_ms),
+            c.updated_at.clone(),
         ]);
     }
     table

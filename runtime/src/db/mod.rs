@@ -48,6 +48,23 @@ pub struct OrgRow {
     pub created_at_ms: i64,
 }
 
+/// An API token of an organisation; only a hash of its secret is kept.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    /// Identifier (`tok_…`), also the token's visible prefix.
+    pub id: String,
+    /// Owning organisation.
+    pub org_id: String,
+    /// What the token is for.
+    pub name: String,
+    /// SHA-256 of the token's secret part.
+    pub secret_hash: Vec<u8>,
+    /// When created.
+    pub created_at_ms: i64,
+    /// When revoked.
+    pub revoked_at_ms: Option<i64>,
+}
+
 /// Whether a key may be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
@@ -137,7 +154,9 @@ pub struct CallTarget {
 }
 
 /// One provider call's usage, as written to the ledger.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct UsageRecord {
     /// When the call ended.
     pub at_ms: i64,
@@ -192,7 +211,9 @@ pub struct UsageRecord {
 }
 
 /// One audit record: who did what to which key or claw, never a payload.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct AuditRecord {
     /// When.
     pub at_ms: i64,
@@ -211,6 +232,8 @@ pub struct AuditRecord {
     pub claw_id: Option<String>,
     /// `ok`, or what went wrong.
     pub outcome: String,
+    /// What else the record concerns (an API token's id, a claw's name).
+    pub subject: Option<String>,
 }
 
 /// One organisation's data key, wrapped under the old and the new master key.
@@ -303,7 +326,9 @@ impl std::str::FromStr for UsageGroup {
 }
 
 /// Token totals of one group.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct UsageTotals {
     /// The group's label (claw name, conversation id, `tool/invocation`, …).
     pub group: String,
@@ -334,6 +359,26 @@ pub trait Db: Send + Sync {
     fn org_create(&self, org: &OrgRow) -> Result<(), DbError>;
     /// Finds an organisation by name.
     fn org_by_name(&self, name: &str) -> Result<Option<OrgRow>, DbError>;
+    /// Finds an organisation by id.
+    fn org_by_id(&self, id: &str) -> Result<Option<OrgRow>, DbError>;
+    /// Stores a new API token and its audit record, in one transaction.
+    fn token_insert(&self, token: &TokenRow, audit: &AuditRecord) -> Result<(), DbError>;
+    /// Finds an API token by id.
+    fn token_by_id(&self, id: &str) -> Result<Option<TokenRow>, DbError>;
+    /// An organisation's API tokens, oldest first.
+    fn tokens(&self, org_id: &str) -> Result<Vec<TokenRow>, DbError>;
+    /// Revokes an organisation's token and appends `audit`; false when it
+    /// has no such active token.
+    fn token_revoke(
+        &self,
+        org_id: &str,
+        id: &str,
+        at_ms: i64,
+        audit: &AuditRecord,
+    ) -> Result<bool, DbError>;
+    /// Deletes a claw with its budgets and rate limits (its usage records
+    /// stay); false when the organisation has no such claw.
+    fn claw_delete(&self, org_id: &str, claw_id: &str) -> Result<bool, DbError>;
     /// Stores a new key and its audit record, in one transaction.
     fn key_insert(&self, key: &KeyRow, audit: &AuditRecord) -> Result<(), DbError>;
     /// Finds a key by name.

@@ -13,7 +13,9 @@
 use std::fmt;
 
 /// What a budget caps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum BudgetScope {
     /// Everything the organisation's claws consume.
@@ -25,7 +27,9 @@ pub enum BudgetScope {
 }
 
 /// The unit of a budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum BudgetUnit {
     /// Input plus output tokens.
@@ -35,7 +39,9 @@ pub enum BudgetUnit {
 }
 
 /// The window a budget counts over (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum BudgetPeriod {
     /// Since midnight.
@@ -73,7 +79,7 @@ names!(BudgetUnit { Tokens => "tokens", Micros => "micros" });
 names!(BudgetPeriod { Day => "day", Month => "month", Lifetime => "lifetime" });
 
 /// A budget as stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Budget {
     /// Identifier, for removal.
     pub id: i64,
@@ -120,7 +126,7 @@ impl fmt::Display for Budget {
 }
 
 /// A per-minute rate limit as stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RateLimit {
     /// `claw` or `key`.
     pub scope: String,

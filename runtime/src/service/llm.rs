@@ -418,7 +418,14 @@ impl LlmService {
             key_version: Some(target.key.version),
             claw_id: Some(run.claw_id.clone()),
             outcome: outcome.into(),
+            subject: None,
         }
+    }
+
+    /// A fresh data key for the organisation `org_id`, wrapped by the
+    /// master key.
+    pub fn wrap_new_data_key(&self, org_id: &str) -> Vec<u8> {
+        vault::wrap_data_key(&self.master, org_id, &vault::DataKey::generate())
     }
 
     /// Opens an organisation's data key with the master key.

@@ -4,6 +4,9 @@
 pub mod llm;
 mod master;
 pub mod revocation;
+mod tokens;
+
+pub use tokens::NewToken;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -47,6 +50,12 @@ pub enum ServiceError {
     /// No claw of that name.
     #[error("no claw named `{0}`: deploy it with `clawrun claws deploy FILE.wasm --name {0}`")]
     UnknownClaw(String),
+    /// No organisation of that name.
+    #[error("no organisation named `{0}`: create it with `clawrun orgs create {0}`")]
+    UnknownOrg(String),
+    /// No API token of that id in the organisation.
+    #[error("no active API token `{0}`: see `clawrun tokens list`")]
+    UnknownToken(String),
     /// No key of that name.
     #[error("no key named `{0}`: add it with `clawrun keys add {0} --provider KIND`")]
     UnknownKey(String),
@@ -143,14 +152,24 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// One organisation's view of an initialised data directory.
-pub struct Service {
+/// An opened data directory: the database, the LLM service holding the
+/// master key, and the cage. Shared by every organisation's [`Service`].
+pub struct Host {
     db: Arc<dyn Db>,
-    org: OrgRow,
     llm: Arc<LlmService>,
     cage: OnceLock<Cage>,
     limits: CageLimits,
     data_dir: PathBuf,
+}
+
+/// One organisation's view of the host, acting for one actor (the local
+/// user, or an API token).
+pub struct Service {
+    host: Arc<Host>,
+    db: Arc<dyn Db>,
+    org: OrgRow,
+    llm: Arc<LlmService>,
+    actor: String,
 }
 
 /// Which usage a query covers; every field narrows it.
@@ -179,42 +198,32 @@ pub struct RunReport {
     pub usage: Vec<UsageRecord>,
 }
 
-impl Service {
-    /// Opens `data_dir` for the default organisation, checking that the
-    /// master key opens it before anything else happens.
+impl Host {
+    /// Opens `data_dir`, checking that the master key opens it before
+    /// anything else happens.
     ///
     /// # Errors
     ///
     /// When the directory is not initialised or the master key is missing
     /// or wrong.
-    pub fn open(data_dir: &Path) -> Result<Self, ServiceError> {
+    pub fn open(data_dir: &Path) -> Result<Arc<Self>, ServiceError> {
         if !data_dir.join(crate::db::DB_FILE).exists() {
             return Err(ServiceError::NotInitialised(data_dir.to_owned()));
         }
         let db: Arc<dyn Db> = Arc::new(SqliteDb::open(data_dir)?);
-        let org = db
-            .org_by_name(DEFAULT_ORG)?
-            .ok_or_else(|| ServiceError::NotInitialised(data_dir.to_owned()))?;
         let master = master::load_or_recover(data_dir, &*db, DEFAULT_ORG)?;
         let http = providers::http_client().map_err(|e| ServiceError::Engine(e.to_string()))?;
         let locks = Some(KeyLocks::new(data_dir));
         let prices = crate::metering::PriceTable::load(data_dir)
             .map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let llm = Arc::new(LlmService::new(db.clone(), master, http, locks, prices));
-        Ok(Self {
+        Ok(Arc::new(Self {
             db,
-            org,
             llm,
             cage: OnceLock::new(),
             limits: CageLimits::default(),
             data_dir: data_dir.to_owned(),
-        })
-    }
-
-    /// Replaces the limits applied to runs (before the first run).
-    pub fn with_limits(mut self, limits: CageLimits) -> Self {
-        self.limits = limits;
-        self
+        }))
     }
 
     fn cage(&self) -> Result<&Cage, ServiceError> {
@@ -224,6 +233,120 @@ impl Service {
         let cage =
             Cage::new(self.limits.clone()).map_err(|e| ServiceError::Engine(format!("{e:#}")))?;
         Ok(self.cage.get_or_init(|| cage))
+    }
+
+    /// The organisation named `name`, acting as the local user.
+    ///
+    /// # Errors
+    ///
+    /// [`ServiceError::UnknownOrg`] when there is none.
+    pub fn org(self: &Arc<Self>, name: &str) -> Result<Service, ServiceError> {
+        let org = self
+            .db
+            .org_by_name(name)?
+            .ok_or_else(|| ServiceError::UnknownOrg(name.into()))?;
+        Ok(self.service(org, actor()))
+    }
+
+    fn service(self: &Arc<Self>, org: OrgRow, actor: String) -> Service {
+        Service {
+            host: self.clone(),
+            db: self.db.clone(),
+            llm: self.llm.clone(),
+            org,
+            actor,
+        }
+    }
+
+    /// Creates an organisation with its own data key, and its first API
+    /// token (named `admin`), whose text is returned once.
+    ///
+    /// # Errors
+    ///
+    /// When the name is invalid or taken.
+    pub fn orgs_create(self: &Arc<Self>, name: &str) -> Result<(OrgRow, NewToken), ServiceError> {
+        check_name("organisation", name)?;
+        let id = new_id("org");
+        let wrapped = self.llm.wrap_new_data_key(&id);
+        let org = OrgRow {
+            id,
+            name: name.into(),
+            wrapped_data_key: wrapped,
+            created_at_ms: now_ms(),
+        };
+        self.db.org_create(&org)?;
+        let token = self.service(org.clone(), actor()).tokens_create("admin")?;
+        tracing::info!(org = %org.name, "organisation created");
+        Ok((org, token))
+    }
+
+    /// Every organisation.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub fn orgs_list(&self) -> Result<Vec<OrgRow>, ServiceError> {
+        Ok(self.db.orgs()?)
+    }
+
+    /// The organisation a bearer token belongs to, acting as that token;
+    /// `None` for a malformed, unknown or revoked token. The secret part is
+    /// compared in constant time.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub fn authenticate(self: &Arc<Self>, bearer: &str) -> Result<Option<Service>, ServiceError> {
+        let Some((id, secret)) = tokens::parse(bearer) else {
+            return Ok(None);
+        };
+        let Some(row) = self.db.token_by_id(id)? else {
+            return Ok(None);
+        };
+        if row.revoked_at_ms.is_some() || !tokens::matches(secret, &row.secret_hash) {
+            return Ok(None);
+        }
+        let Some(org) = self.db.org_by_id(&row.org_id)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.service(org, format!("token:{}", row.id))))
+    }
+
+    /// One sample per usage record, of every organisation, for the
+    /// host's metrics.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub fn metric_samples(&self) -> Result<Vec<crate::db::MetricSample>, ServiceError> {
+        Ok(self.db.metric_samples()?)
+    }
+}
+
+impl Service {
+    /// Opens `data_dir` for the default organisation, checking that the
+    /// master key opens it before anything else happens.
+    ///
+    /// # Errors
+    ///
+    /// When the directory is not initialised or the master key is missing
+    /// or wrong.
+    pub fn open(data_dir: &Path) -> Result<Self, ServiceError> {
+        Host::open(data_dir)?.org(DEFAULT_ORG)
+    }
+
+    /// The organisation this service acts in.
+    pub fn org(&self) -> &OrgRow {
+        &self.org
+    }
+
+    /// Who this service acts as, for the audit log.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    fn cage(&self) -> Result<&Cage, ServiceError> {
+        self.host.cage()
     }
 
     fn data_key(&self) -> Result<DataKey, ServiceError> {
@@ -352,12 +475,13 @@ impl Service {
         AuditRecord {
             at_ms: now_ms(),
             org_id: Some(self.org.id.clone()),
-            actor: actor(),
+            actor: self.actor.clone(),
             action: action.into(),
             key_id: Some(key.id.clone()),
             key_version: Some(key.version),
             claw_id: None,
             outcome: "ok".into(),
+            subject: None,
         }
     }
 
@@ -489,16 +613,6 @@ impl Service {
         }
     }
 
-    /// One sample per usage record, of every organisation, for the
-    /// host's metrics.
-    ///
-    /// # Errors
-    ///
-    /// When the database fails.
-    pub fn metric_samples(&self) -> Result<Vec<crate::db::MetricSample>, ServiceError> {
-        Ok(self.db.metric_samples()?)
-    }
-
     /// The organisation's rate limits.
     ///
     /// # Errors
@@ -530,7 +644,7 @@ impl Service {
         &self,
         new_key: Option<MasterKey>,
     ) -> Result<master::Rotated, ServiceError> {
-        master::rotate(&self.data_dir, &*self.db, &self.llm, new_key)
+        master::rotate(&self.host.data_dir, &*self.db, &self.llm, new_key)
     }
 
     /// Validates and stores a claw component under `name`, replacing the
@@ -585,6 +699,21 @@ impl Service {
         self.db
             .claw_assign(&claw_row.id, &key_row.id, model, now_ms())?;
         self.claw(claw)
+    }
+
+    /// Deletes a claw, with its budgets and rate limits; its usage records
+    /// stay.
+    ///
+    /// # Errors
+    ///
+    /// When the claw does not exist.
+    pub fn claws_delete(&self, name: &str) -> Result<(), ServiceError> {
+        let row = self.claw(name)?;
+        if !self.db.claw_delete(&self.org.id, &row.id)? {
+            return Err(ServiceError::UnknownClaw(name.into()));
+        }
+        tracing::info!(claw = %name, "claw deleted");
+        Ok(())
     }
 
     /// The organisation's claws.
@@ -663,7 +792,7 @@ impl Service {
     ) -> Result<(RunReport, Vec<Vec<u8>>), ServiceError> {
         let row = self.claw(claw)?;
         let component = self.db.claw_component(&row.id)?;
-        let cage = Cage::new_inspectable(self.limits.clone())
+        let cage = Cage::new_inspectable(self.host.limits.clone())
             .map_err(|e| ServiceError::Engine(format!("{e:#}")))?;
         let pre = cage.prepare(&row.digest, &component)?;
         let context = self.run_context(&row, conversation_id);
@@ -681,6 +810,41 @@ impl Service {
         Ok((report, memories))
     }
 
+    /// The newest `limit` usage records within `scope` (and of one run,
+    /// when given), oldest first.
+    ///
+    /// # Errors
+    ///
+    /// When the claw does not exist or the database fails.
+    pub fn usage_records(
+        &self,
+        scope: &UsageScope<'_>,
+        run: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<UsageRecord>, ServiceError> {
+        let mut filter = self.usage_filter(scope)?;
+        filter.run_id = run.map(str::to_owned);
+        let mut records = self.db.usage_records(&filter)?;
+        let skip = records.len().saturating_sub(limit);
+        records.drain(..skip);
+        Ok(records)
+    }
+
+    fn usage_filter(&self, scope: &UsageScope<'_>) -> Result<UsageFilter, ServiceError> {
+        let claw_id = scope
+            .claw
+            .map(|name| self.claw(name).map(|c| c.id))
+            .transpose()?;
+        Ok(UsageFilter {
+            org_id: self.org.id.clone(),
+            claw_id,
+            conversation_id: scope.conversation.map(str::to_owned),
+            run_id: None,
+            since_ms: scope.since_ms,
+            until_ms: scope.until_ms,
+        })
+    }
+
     /// Usage totals grouped by `group`, within `scope`.
     ///
     /// # Errors
@@ -691,21 +855,7 @@ impl Service {
         group: UsageGroup,
         scope: &UsageScope<'_>,
     ) -> Result<Vec<UsageTotals>, ServiceError> {
-        let claw_id = scope
-            .claw
-            .map(|name| self.claw(name).map(|c| c.id))
-            .transpose()?;
-        Ok(self.db.usage_totals(
-            &UsageFilter {
-                org_id: self.org.id.clone(),
-                claw_id,
-                conversation_id: scope.conversation.map(str::to_owned),
-                run_id: None,
-                since_ms: scope.since_ms,
-                until_ms: scope.until_ms,
-            },
-            group,
-        )?)
+        Ok(self.db.usage_totals(&self.usage_filter(scope)?, group)?)
     }
 }
 

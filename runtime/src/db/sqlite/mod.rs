@@ -17,7 +17,7 @@ use rows::{
 };
 
 use super::{
-    AuditRecord, CallTarget, ClawRow, Db, DbError, KeyRow, MetricSample, OrgRow, Rewrap,
+    AuditRecord, CallTarget, ClawRow, Db, DbError, KeyRow, MetricSample, OrgRow, Rewrap, TokenRow,
     UsageFilter, UsageGroup, UsageRecord, UsageTotals,
 };
 
@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_custody.sql"),
     include_str!("../migrations/0003_cost.sql"),
     include_str!("../migrations/0004_budgets.sql"),
+    include_str!("../migrations/0007_tenancy.sql"),
 ];
 
 /// SQLite in the data directory, in WAL mode.
@@ -127,6 +128,28 @@ impl SqliteDb {
     }
 }
 
+const TOKEN_COLUMNS: &str = "id, org_id, name, secret_hash, created_at_ms, revoked_at_ms";
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        id: r.get(0)?,
+        org_id: r.get(1)?,
+        name: r.get(2)?,
+        secret_hash: r.get(3)?,
+        created_at_ms: r.get(4)?,
+        revoked_at_ms: r.get(5)?,
+    })
+}
+
+fn org_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrgRow> {
+    Ok(OrgRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        wrapped_data_key: r.get(2)?,
+        created_at_ms: r.get(3)?,
+    })
+}
+
 pub(super) fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     // A panic mid-statement leaves SQLite itself consistent (the
     // statement's transaction rolls back), so the connection stays usable.
@@ -177,16 +200,99 @@ impl Db for SqliteDb {
             .query_row(
                 "SELECT id, name, wrapped_data_key, created_at_ms FROM orgs WHERE name = ?1",
                 [name],
-                |r| {
-                    Ok(OrgRow {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        wrapped_data_key: r.get(2)?,
-                        created_at_ms: r.get(3)?,
-                    })
-                },
+                org_row,
             )
             .optional()?)
+    }
+
+    fn org_by_id(&self, id: &str) -> Result<Option<OrgRow>, DbError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, name, wrapped_data_key, created_at_ms FROM orgs WHERE id = ?1",
+                [id],
+                org_row,
+            )
+            .optional()?)
+    }
+
+    fn token_insert(&self, token: &TokenRow, audit: &AuditRecord) -> Result<(), DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO api_tokens (id, org_id, name, secret_hash, created_at_ms, revoked_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+            params![
+                token.id,
+                token.org_id,
+                token.name,
+                token.secret_hash,
+                token.created_at_ms
+            ],
+        )?;
+        insert_audit(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn token_by_id(&self, id: &str) -> Result<Option<TokenRow>, DbError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"),
+                [id],
+                token_row,
+            )
+            .optional()?)
+    }
+
+    fn tokens(&self, org_id: &str) -> Result<Vec<TokenRow>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE org_id = ?1 ORDER BY created_at_ms, id"
+        ))?;
+        let rows = stmt.query_map([org_id], token_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn token_revoke(
+        &self,
+        org_id: &str,
+        id: &str,
+        at_ms: i64,
+        audit: &AuditRecord,
+    ) -> Result<bool, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE api_tokens SET revoked_at_ms = ?3
+             WHERE id = ?1 AND org_id = ?2 AND revoked_at_ms IS NULL",
+            params![id, org_id, at_ms],
+        )?;
+        if changed == 1 {
+            insert_audit(&tx, audit)?;
+        }
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
+    fn claw_delete(&self, org_id: &str, claw_id: &str) -> Result<bool, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM budgets WHERE org_id = ?1 AND claw_id = ?2",
+            [org_id, claw_id],
+        )?;
+        tx.execute(
+            "DELETE FROM rate_limits WHERE org_id = ?1 AND scope = 'claw' AND target_id = ?2",
+            [org_id, claw_id],
+        )?;
+        let changed = tx.execute(
+            "DELETE FROM claws WHERE org_id = ?1 AND id = ?2",
+            [org_id, claw_id],
+        )?;
+        tx.commit()?;
+        Ok(changed == 1)
     }
 
     fn key_insert(&self, k: &KeyRow, audit: &AuditRecord) -> Result<(), DbError> {
@@ -497,7 +603,7 @@ impl Db for SqliteDb {
     fn audit_records(&self, org_id: Option<&str>) -> Result<Vec<AuditRecord>, DbError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT at_ms, org_id, actor, action, key_id, key_version, claw_id, outcome
+            "SELECT at_ms, org_id, actor, action, key_id, key_version, claw_id, outcome, subject
              FROM audit_records WHERE ?1 IS NULL OR org_id = ?1 OR org_id IS NULL ORDER BY id",
         )?;
         let rows = stmt.query_map([org_id], |r| {
@@ -510,6 +616,7 @@ impl Db for SqliteDb {
                 key_version: r.get(5)?,
                 claw_id: r.get(6)?,
                 outcome: r.get(7)?,
+                subject: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

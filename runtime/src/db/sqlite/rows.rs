@@ -150,9 +150,9 @@ pub(super) fn insert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), DbE
 
 pub(super) fn insert_audit(conn: &Connection, a: &AuditRecord) -> Result<(), DbError> {
     conn.prepare_cached(
-        "INSERT INTO audit_records (at_ms, org_id, actor, action, key_id, key_version, claw_id, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit_records (at_ms, org_id, actor, action, key_id, key_version, claw_id, outcome, subject)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
-    .execute(params![a.at_ms, a.org_id, a.actor, a.action, a.key_id, a.key_version, a.claw_id, a.outcome])?;
+    .execute(params![a.at_ms, a.org_id, a.actor, a.action, a.key_id, a.key_version, a.claw_id, a.outcome, a.subject])?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod api;
 mod budgets;
 mod custody;
 mod deploy;
@@ -10,3 +11,4 @@ mod keys;
 mod leaks;
 mod metering;
 mod runs;
+mod serve;

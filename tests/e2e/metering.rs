@@ -256,7 +256,6 @@ fn usage_per_claw_conversation_and_tool_invocation_adds_up_to_the_provider_repor
 /// count too.
 #[test]
 fn serve_exposes_token_and_duration_histograms() {
-    use std::io::{BufRead, BufReader};
     let dev = DevProvider::start();
     let env = Env::new();
     env.wire(&dev, "openai", "hello", "gpt-4o-mini");
@@ -265,26 +264,16 @@ fn serve_exposes_token_and_duration_histograms() {
     dev.fault(json!({"status": 500}));
     env.fails(&["run", "hello", "--input", "x"], "");
 
-    let mut serve = env
-        .command(&["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve starts");
-    let mut banner = String::new();
-    BufReader::new(serve.stdout.as_mut().expect("stdout"))
-        .read_line(&mut banner)
-        .expect("banner");
-    let addr = banner
-        .trim()
-        .strip_prefix("clawrun serving on http://")
-        .expect("banner")
-        .to_owned();
-    let health = crate::support::http(&addr, "GET", "/healthz", "");
-    let metrics = crate::support::http(&addr, "GET", "/metrics", "");
-    let _ = serve.kill();
-    let _ = serve.wait();
+    let serve = env.serve(&["--metrics-listen", "127.0.0.1:0"]);
+    let metrics_addr = serve.metrics.clone().expect("metrics listener");
+    let health = crate::support::http(&serve.addr, "GET", "/healthz", "");
+    let metrics = crate::support::http(&metrics_addr, "GET", "/metrics", "");
+    // Tenants reach the API listener only: the metrics name every
+    // organisation's claws.
+    let on_api = crate::support::http_status(&serve.addr, "GET", "/metrics", "");
+    drop(serve);
     assert_eq!(health, "ok\n");
+    assert_eq!(on_api, 404);
 
     let labels = "gen_ai_provider_name=\"openai\",gen_ai_request_model=\"gpt-4o-mini\",gen_ai_agent_name=\"hello\"";
     let reported: i64 = dev

@@ -109,6 +109,25 @@ impl Drop for DevProvider {
     }
 }
 
+/// The status code of a minimal HTTP/1.1 exchange.
+pub fn http_status(addr: &str, method: &str, path: &str, body: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).expect("connects");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("writes");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("reads");
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
+}
+
 /// A minimal HTTP/1.1 exchange, enough for the emulator's control routes.
 pub fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
     let mut stream = TcpStream::connect(addr).expect("connects to dev-provider");
@@ -124,6 +143,28 @@ pub fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
     assert!(head.starts_with("HTTP/1.1 2"), "{method} {path}: {head}");
     body.to_owned()
+}
+
+/// A `clawrun serve` process.
+pub struct Serve {
+    pub child: Child,
+    /// The API's address.
+    pub addr: String,
+    /// The metrics listener's address, when asked for.
+    pub metrics: Option<String>,
+}
+
+impl Serve {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A data directory and the CLI run against it.
@@ -301,6 +342,41 @@ impl Env {
         self.ok(&[
             "claws", "assign", claw_name, "--key", &key_name, "--model", model,
         ]);
+    }
+
+    /// Starts `clawrun serve` on an ephemeral loopback port with `extra`
+    /// arguments, and reads the addresses it prints.
+    pub fn serve(&self, extra: &[&str]) -> Serve {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut child = self
+            .command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("banner");
+        let addr = line
+            .trim()
+            .strip_prefix("clawrun serving on http://")
+            .unwrap_or_else(|| panic!("unexpected banner {line:?}"))
+            .to_owned();
+        let metrics = extra.contains(&"--metrics-listen").then(|| {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("metrics banner");
+            line.trim()
+                .strip_prefix("metrics on http://")
+                .and_then(|l| l.strip_suffix("/metrics"))
+                .unwrap_or_else(|| panic!("unexpected banner {line:?}"))
+                .to_owned()
+        });
+        Serve {
+            child,
+            addr,
+            metrics,
+        }
     }
 
     /// A read-only connection to the database, as an operator with file

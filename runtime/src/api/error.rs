@@ -175,11 +175,12 @@ fn json_rejection(rejection: &JsonRejection, quote: bool) -> ApiError {
         }
         JsonRejection::JsonDataError(e) if quote => ApiError::bad_request(format!(
             "the JSON body does not fit this route: {}; see /openapi.json",
-            source_text(e)
+            after_colon(&e.body_text())
         )),
-        JsonRejection::JsonSyntaxError(e) if quote => {
-            ApiError::bad_request(format!("the body is not valid JSON: {}", source_text(e)))
-        }
+        JsonRejection::JsonSyntaxError(e) if quote => ApiError::bad_request(format!(
+            "the body is not valid JSON: {}",
+            after_colon(&e.body_text())
+        )),
         JsonRejection::JsonDataError(_) => ApiError::bad_request(
             "the JSON body does not fit this route (a field is missing, unknown or of the wrong \
              type); see /openapi.json. Its contents are not repeated here because it holds a secret",
@@ -190,14 +191,10 @@ fn json_rejection(rejection: &JsonRejection, quote: bool) -> ApiError {
     }
 }
 
-fn source_text(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        text = inner.to_string();
-        source = inner.source();
-    }
-    text
+/// axum's rejection text without its generic lead ("Failed to
+/// deserialize ...: "), which the message replaces.
+fn after_colon(text: &str) -> &str {
+    text.split_once(": ").map_or(text, |(_, rest)| rest)
 }
 
 fn too_large() -> ApiError {
@@ -283,9 +280,12 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::bad_request(
-                format!("the query string is malformed: {}", source_text(&e)),
-            )),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(ApiError::bad_request(format!(
+                    "the query string is malformed: {}; see /openapi.json",
+                    after_colon(&e.body_text())
+                )))
+            }
             Err(e) => Err(ApiError::bad_request(e.body_text())),
         }
     }

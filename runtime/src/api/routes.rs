@@ -112,7 +112,11 @@ async fn keys_add(
     let kind: ProviderKind = body
         .provider
         .parse()
-        .map_err(|e: crate::providers::UnknownProvider| ApiError::bad_request(e.to_string()))?;
+        // The value is not repeated: a key pasted into the wrong field
+        // must not come back in the answer.
+        .map_err(|e: crate::providers::UnknownProvider| {
+            ApiError::bad_request(e.to_string().replace(&format!("`{}`", e.0), "given"))
+        })?;
     let secret = ProviderSecret::new(body.secret.expose_secret().to_owned());
     let row = blocking(svc, move |s| {
         s.keys_add(&body.name, kind, body.base_url.as_deref(), secret)

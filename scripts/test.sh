@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints (host and claws), unit tests,
-# end-to-end tests against real components and dev-provider, doc tests, and
-# the benchmarks run once each in test mode.
+# end-to-end tests against real components and dev-provider, doc tests, the
+# benchmarks run once each in test mode, the dashboard in headless Chromium,
+# and a bounded property-based fuzz of the HTTP API.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +20,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 cargo test --workspace --doc
 cargo test --workspace --all-targets
+
+bash scripts/browser-test.sh
+bash scripts/api-fuzz.sh "${CLAWRUN_API_FUZZ_SECONDS:-60}"

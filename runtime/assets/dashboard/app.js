@@ -103,10 +103,12 @@ function signOut(message) {
 // ---- claws ---------------------------------------------------------------
 
 let keysCache = [];
+const clawNames = {};
 
 async function refreshClaws() {
   const claws = await attempt(() => api("GET", "/v1/claws"));
   if (!claws) return;
+  for (const c of claws) clawNames[c.id] = c.name;
   const keyNames = keysCache.filter((k) => k.state === "active").map((k) => k.name);
   fill(document.querySelector("#claws-table tbody"), claws.map((c) => {
     const keySelect = el("select", { "aria-label": "key of " + c.name, class: "assign-key" },
@@ -338,7 +340,7 @@ async function refreshUsage() {
     const head = el("tr", {}, ...["Time", "Claw", "Conversation", "Tool", "Model", "Input", "Output", "Source", "Outcome", "Cost"]
       .map((h) => el("th", {}, h)));
     $("usage-records").replaceChildren(el("thead", {}, head), el("tbody", {}, ...records.reverse().map((u) => el("tr", {},
-      el("td", {}, new Date(u.at_ms).toISOString()), el("td", {}, u.claw_id), el("td", {}, u.conversation_id),
+      el("td", {}, new Date(u.at_ms).toISOString()), el("td", {}, clawNames[u.claw_id] || u.claw_id), el("td", {}, u.conversation_id),
       el("td", {}, u.tool_name || "-"), el("td", {}, u.model_returned || u.model_requested),
       el("td", {}, String(u.input_tokens)), el("td", {}, String(u.output_tokens)),
       el("td", {}, u.source), el("td", {}, u.outcome), el("td", {}, cost(u.cost_micros))))));

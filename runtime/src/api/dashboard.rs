@@ -36,6 +36,11 @@ pub fn routes() -> Router<Arc<Host>> {
             "/dashboard/app.css",
             get(|| async { page(STYLE, "text/css; charset=utf-8") }),
         )
+        // Browsers ask for it; there is none.
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
 }
 
 fn page(body: &'static str, content_type: &'static str) -> impl IntoResponse {

@@ -67,11 +67,47 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Every route with a body may also answer 413 (too large) and 415 (not
+/// JSON), from the extractors rather than the handler.
+struct BodyErrors;
+
+impl Modify for BodyErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |text: &str| {
+            ResponseBuilder::new()
+                .description(text)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.post, &mut item.put].into_iter().flatten() {
+                if operation.request_body.is_some() {
+                    let responses = &mut operation.responses.responses;
+                    responses.insert("413".into(), error("The body is too large").into());
+                    responses.insert(
+                        "415".into(),
+                        error("The body is not sent as application/json").into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The API routes and their OpenAPI document.
 pub fn api() -> (Router<Arc<Host>>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::routes())
-        .split_for_parts()
+        .split_for_parts();
+    // After the merge: only then are the routes' operations in the document.
+    BodyErrors.modify(&mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document, as served at `/openapi.json`.

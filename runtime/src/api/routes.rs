@@ -166,7 +166,8 @@ async fn claws_list(Org(svc): Org) -> Result<axum::Json<Vec<ClawView>>, ApiError
 /// `wasm32-wasip2`), replacing the component of a claw of the same name and
 /// keeping its assignment. It is validated before it is stored.
 #[utoipa::path(put, path = "/v1/claws/{name}", tag = "claws",
-    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The component (any content type is accepted, e.g. application/wasm)"),
     params(("name" = String, Path, description = "Name of the claw")),
     responses((status = 200, body = ClawView), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)))]

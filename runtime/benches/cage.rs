@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clawrun::cage::{Cage, CageLimits, RunContext};
+use clawrun::cage::{Cage, RunContext};
 use clawrun::db::SqliteDb;
 use clawrun::providers::ProviderKind;
 use clawrun::service::llm::LlmService;
@@ -39,7 +39,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn cage_instantiate(c: &mut Criterion) {
     let rt = runtime();
-    let cage = Cage::new(CageLimits::default()).expect("engine");
+    let cage = Cage::new().expect("engine");
     let bytes = claw("hello");
     let pre = cage.prepare("hello", &bytes).expect("compiles");
     let db = Arc::new(SqliteDb::in_memory().expect("db"));

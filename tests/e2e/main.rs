@@ -6,6 +6,7 @@ mod support;
 mod budgets;
 mod custody;
 mod deploy;
+mod hostile;
 mod keys;
 mod leaks;
 mod metering;

@@ -58,6 +58,9 @@ enum Command {
     /// Requests and tokens per minute, per claw or per key.
     #[command(subcommand)]
     Limits(LimitsCommand),
+    /// Show or set the organisation's limits (runs in progress at once).
+    #[command(subcommand)]
+    Org(OrgCommand),
     /// Serve the host over HTTP: /metrics (Prometheus) and /healthz so far.
     Serve {
         /// Address to listen on.
@@ -130,6 +133,58 @@ enum ClawsCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Show a claw's run limits, or set its own: each flag given replaces
+    /// that limit, the others keep theirs. Applies from its next run.
+    Limits(ClawLimitsArgs),
+}
+
+#[derive(Debug, Args)]
+struct ClawLimitsArgs {
+    /// Name of the claw.
+    name: String,
+    /// Wall-clock time a run may take, host calls included, in milliseconds.
+    #[arg(long)]
+    deadline_ms: Option<u64>,
+    /// CPU: fuel a run may burn (about one unit per Wasm instruction).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Linear memory of a run, summed over every memory, in MiB.
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Table elements of a run, summed over every table.
+    #[arg(long)]
+    table_elements: Option<u64>,
+    /// Core instances a run may create.
+    #[arg(long)]
+    instances: Option<u64>,
+    /// llm-calls per run.
+    #[arg(long)]
+    llm_calls: Option<u64>,
+    /// Largest value crossing the cage's boundary (input, output, each text
+    /// of an llm-call, a whole llm-call request), in KiB.
+    #[arg(long)]
+    max_value_kib: Option<u64>,
+    /// Remove the claw's own limits (before applying the flags given).
+    #[arg(long)]
+    reset: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgCommand {
+    /// Show the organisation's limits, or set them.
+    Limits {
+        /// Runs the organisation may have in progress at once, in every
+        /// process sharing the data directory; a run over it waits up to 5 s
+        /// for one to end, then fails.
+        #[arg(long, conflicts_with = "reset")]
+        concurrent_runs: Option<u32>,
+        /// Restore the default.
+        #[arg(long)]
+        reset: bool,
     },
 }
 
@@ -356,6 +411,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vault(VaultCommand::RotateMaster) => rotate_master(&Service::open(&dir)?),
         Command::Budgets(cmd) => budgets(&Service::open(&dir)?, cmd),
         Command::Limits(cmd) => limits(&Service::open(&dir)?, cmd),
+        Command::Org(OrgCommand::Limits {
+            concurrent_runs,
+            reset,
+        }) => {
+            let svc = Service::open(&dir)?;
+            let limit = if reset || concurrent_runs.is_some() {
+                svc.set_concurrent_runs(concurrent_runs)?
+            } else {
+                svc.concurrent_runs()?
+            };
+            println!("concurrent runs: {limit}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { listen } => {
             let svc = std::sync::Arc::new(Service::open(&dir)?);
             crate::api::serve(svc, listen, async {
@@ -440,10 +508,40 @@ fn claws(svc: &Service, cmd: ClawsCommand) -> anyhow::Result<ExitCode> {
         }
         ClawsCommand::List { json } => {
             let rows = svc.claws_list()?;
+            let limits = rows
+                .iter()
+                .map(|r| svc.claw_limits(&r.name))
+                .collect::<Result<Vec<_>, _>>()?;
             if json {
-                output::print_json(&rows.iter().map(output::claw_json).collect::<Vec<_>>())?;
+                let listed: Vec<_> = rows
+                    .iter()
+                    .zip(&limits)
+                    .map(|(r, l)| output::claw_json(r, l))
+                    .collect();
+                output::print_json(&listed)?;
             } else {
-                output::claws_table(&rows).print();
+                output::claws_table(&rows, &limits).print();
+            }
+        }
+        ClawsCommand::Limits(args) => {
+            let changes = crate::cage::LimitOverrides {
+                deadline_ms: args.deadline_ms,
+                fuel: args.fuel,
+                memory_mib: args.memory_mib,
+                table_elements: args.table_elements,
+                instances: args.instances,
+                llm_calls: args.llm_calls,
+                max_value_kib: args.max_value_kib,
+            };
+            let (own, limits) = if args.reset || !changes.is_empty() {
+                svc.claws_set_limits(&args.name, &changes, args.reset)?
+            } else {
+                svc.claw_limits(&args.name)?
+            };
+            if args.json {
+                output::print_json(&output::limits_json(&own, &limits))?;
+            } else {
+                output::limits_table(&own, &limits).print();
             }
         }
     }

@@ -4,6 +4,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::cage::{CageLimits, LimitOverrides};
 use crate::db::{ClawRow, KeyRow};
 
 /// A plain text table with left-aligned columns.
@@ -126,8 +127,8 @@ pub fn keys_table(rows: &[KeyRow]) -> Table {
     table
 }
 
-/// A claw as listed.
-pub fn claw_json(c: &ClawRow) -> Value {
+/// A claw as listed, with its own limits (those it overrides).
+pub fn claw_json(c: &ClawRow, (own, _): &(LimitOverrides, CageLimits)) -> Value {
     json!({
         "name": c.name,
         "id": c.id,
@@ -135,15 +136,18 @@ pub fn claw_json(c: &ClawRow) -> Value {
         "size": c.size,
         "key": c.key_name,
         "model": c.model,
+        "limits": own,
         "created_at": time(c.created_at_ms),
         "updated_at": time(c.updated_at_ms),
     })
 }
 
-/// The claw table.
-pub fn claws_table(rows: &[ClawRow]) -> Table {
-    let mut table = Table::new(&["NAME", "KEY", "MODEL", "SIZE", "DIGEST", "UPDATED"]);
-    for c in rows {
+/// The claw table; LIMITS shows the limits each claw overrides.
+pub fn claws_table(rows: &[ClawRow], limits: &[(LimitOverrides, CageLimits)]) -> Table {
+    let mut table = Table::new(&[
+        "NAME", "KEY", "MODEL", "SIZE", "DIGEST", "UPDATED", "LIMITS",
+    ]);
+    for (c, (own, limits)) in rows.iter().zip(limits) {
         table.row(vec![
             c.name.clone(),
             c.key_name.clone().unwrap_or_else(|| "-".into()),
@@ -151,9 +155,82 @@ pub fn claws_table(rows: &[ClawRow]) -> Table {
             c.size.to_string(),
             c.digest[..16.min(c.digest.len())].to_owned(),
             time(c.updated_at_ms),
+            overrides_summary(own, limits),
         ]);
     }
     table
+}
+
+/// `fuel=1000,llm-calls=20`, or `default`.
+fn overrides_summary(own: &LimitOverrides, limits: &CageLimits) -> String {
+    let set: Vec<String> = limit_rows(own, limits)
+        .into_iter()
+        .filter(|row| row.2)
+        .map(|(name, value, _)| format!("{name}={value}"))
+        .collect();
+    if set.is_empty() {
+        "default".into()
+    } else {
+        set.join(",")
+    }
+}
+
+/// Each limit: its flag name, the value a run gets, and whether the claw
+/// sets it itself.
+fn limit_rows(own: &LimitOverrides, limits: &CageLimits) -> Vec<(&'static str, u64, bool)> {
+    vec![
+        (
+            "deadline-ms",
+            limits.run_deadline.as_millis() as u64,
+            own.deadline_ms.is_some(),
+        ),
+        ("fuel", limits.fuel, own.fuel.is_some()),
+        (
+            "memory-mib",
+            (limits.memory_bytes >> 20) as u64,
+            own.memory_mib.is_some(),
+        ),
+        (
+            "table-elements",
+            limits.table_elements as u64,
+            own.table_elements.is_some(),
+        ),
+        (
+            "instances",
+            limits.instances as u64,
+            own.instances.is_some(),
+        ),
+        (
+            "llm-calls",
+            u64::from(limits.llm_calls),
+            own.llm_calls.is_some(),
+        ),
+        (
+            "max-value-kib",
+            (limits.max_value_bytes >> 10) as u64,
+            own.max_value_kib.is_some(),
+        ),
+    ]
+}
+
+/// A claw's run limits, each with where it comes from.
+pub fn limits_table(own: &LimitOverrides, limits: &CageLimits) -> Table {
+    let mut table = Table::new(&["LIMIT", "VALUE", "FROM"]);
+    for (name, value, set) in limit_rows(own, limits) {
+        let from = if set { "claw" } else { "default" };
+        table.row(vec![name.into(), value.to_string(), from.into()]);
+    }
+    table
+}
+
+/// A claw's run limits as JSON: `{"fuel": {"value": N, "from": "claw"}, …}`.
+pub fn limits_json(own: &LimitOverrides, limits: &CageLimits) -> Value {
+    let mut out = serde_json::Map::new();
+    for (name, value, set) in limit_rows(own, limits) {
+        let from = if set { "claw" } else { "default" };
+        out.insert(name.into(), json!({ "value": value, "from": from }));
+    }
+    Value::Object(out)
 }
 
 #[cfg(test)]

@@ -4,13 +4,14 @@
 pub mod llm;
 mod master;
 pub mod revocation;
+pub mod slots;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
 
-use crate::cage::{Cage, CageLimits, DeployError, RunContext, RunError, RunOutput};
+use crate::cage::{Cage, CageLimits, DeployError, LimitOverrides, RunContext, RunError, RunOutput};
 use crate::db::{
     AuditRecord, ClawRow, Db, DbError, KeyRow, KeyState, OrgRow, SqliteDb, UsageFilter, UsageGroup,
     UsageRecord, UsageTotals,
@@ -59,6 +60,9 @@ pub enum ServiceError {
     /// The run did not complete.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The organisation has as many runs in progress as it may.
+    #[error(transparent)]
+    Busy(#[from] slots::Busy),
     /// Bad input from the user.
     #[error("{0}")]
     Invalid(String),
@@ -150,6 +154,7 @@ pub struct Service {
     llm: Arc<LlmService>,
     cage: OnceLock<Cage>,
     limits: CageLimits,
+    slots: slots::RunSlots,
     data_dir: PathBuf,
 }
 
@@ -202,6 +207,7 @@ impl Service {
             .map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let llm = Arc::new(LlmService::new(db.clone(), master, http, locks, prices));
         Ok(Self {
+            slots: slots::RunSlots::new(data_dir, &org.id),
             db,
             org,
             llm,
@@ -211,7 +217,8 @@ impl Service {
         })
     }
 
-    /// Replaces the limits applied to runs (before the first run).
+    /// Replaces the default limits of runs, which claws' own limits
+    /// override.
     pub fn with_limits(mut self, limits: CageLimits) -> Self {
         self.limits = limits;
         self
@@ -221,8 +228,7 @@ impl Service {
         if let Some(cage) = self.cage.get() {
             return Ok(cage);
         }
-        let cage =
-            Cage::new(self.limits.clone()).map_err(|e| ServiceError::Engine(format!("{e:#}")))?;
+        let cage = Cage::new().map_err(|e| ServiceError::Engine(format!("{e:#}")))?;
         Ok(self.cage.get_or_init(|| cage))
     }
 
@@ -596,12 +602,85 @@ impl Service {
         Ok(self.db.claws(&self.org.id)?)
     }
 
-    /// Runs a claw on `input` within `conversation_id` and returns its output
-    /// with the usage it recorded.
+    /// A claw's own limits and the limits its runs get (the host defaults
+    /// with its own applied).
     ///
     /// # Errors
     ///
-    /// When the claw does not exist, or traps or passes its deadline.
+    /// When the claw does not exist.
+    pub fn claw_limits(&self, claw: &str) -> Result<(LimitOverrides, CageLimits), ServiceError> {
+        let row = self.claw(claw)?;
+        let own = self.db.claw_limits(&row.id)?;
+        let limits = own.apply(&self.limits);
+        Ok((own, limits))
+    }
+
+    /// Sets a claw's own limits: each value given replaces the claw's,
+    /// the others keep theirs; with `reset`, the claw's own limits are
+    /// removed first. Applies from the claw's next run.
+    ///
+    /// # Errors
+    ///
+    /// When the claw does not exist, or a value is outside what the host
+    /// allows (the message names the flag and its range).
+    pub fn claws_set_limits(
+        &self,
+        claw: &str,
+        changes: &LimitOverrides,
+        reset: bool,
+    ) -> Result<(LimitOverrides, CageLimits), ServiceError> {
+        changes.check().map_err(ServiceError::Invalid)?;
+        let row = self.claw(claw)?;
+        let own = if reset {
+            changes.clone()
+        } else {
+            self.db.claw_limits(&row.id)?.merged(changes)
+        };
+        self.db.claw_limits_set(&row.id, &own)?;
+        tracing::info!(claw = %claw, limits = ?own, "claw limits set");
+        Ok((own.clone(), own.apply(&self.limits)))
+    }
+
+    /// The organisation's concurrency limit (runs in progress at once).
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub fn concurrent_runs(&self) -> Result<u32, ServiceError> {
+        Ok(self
+            .db
+            .org_concurrent_runs(&self.org.id)?
+            .unwrap_or(slots::DEFAULT_CONCURRENT_RUNS)
+            .min(slots::MAX_CONCURRENT_RUNS))
+    }
+
+    /// Sets the organisation's concurrency limit; `None` restores the
+    /// default.
+    ///
+    /// # Errors
+    ///
+    /// When the value is 0 or above what one host can hold.
+    pub fn set_concurrent_runs(&self, limit: Option<u32>) -> Result<u32, ServiceError> {
+        if let Some(l) = limit
+            && (l == 0 || l > slots::MAX_CONCURRENT_RUNS)
+        {
+            return Err(ServiceError::Invalid(format!(
+                "--concurrent-runs must be between 1 and {}, the runs one host can hold; got {l}",
+                slots::MAX_CONCURRENT_RUNS
+            )));
+        }
+        self.db.org_concurrent_runs_set(&self.org.id, limit)?;
+        self.concurrent_runs()
+    }
+
+    /// Runs a claw on `input` within `conversation_id` and returns its output
+    /// with the usage it recorded. The run takes one of the organisation's
+    /// concurrency slots, waiting up to [`slots::SLOT_WAIT`] for one.
+    ///
+    /// # Errors
+    ///
+    /// When the claw does not exist, traps or hits a limit, or the
+    /// organisation has as many runs in progress as it may.
     pub async fn run(
         &self,
         claw: &str,
@@ -609,6 +688,13 @@ impl Service {
         input: &str,
     ) -> Result<RunReport, ServiceError> {
         let row = self.claw(claw)?;
+        let limits = self.db.claw_limits(&row.id)?.apply(&self.limits);
+        let limit = self.concurrent_runs()?;
+        let _slot = self
+            .slots
+            .take(&self.org.name, limit)
+            .await
+            .map_err(|e| ServiceError::Invalid(format!("cannot take a run slot: {e}")))??;
         let db = self.db.clone();
         let claw_id = row.id.clone();
         let component = tokio::task::spawn_blocking(move || db.claw_component(&claw_id))
@@ -618,7 +704,9 @@ impl Service {
         let pre = tokio::task::block_in_place(|| cage.prepare(&row.digest, &component))?;
         let context = self.run_context(&row, conversation_id);
         let run_id = context.run_id.clone();
-        let output = cage.run(&pre, context, self.llm.clone(), input).await?;
+        let output = cage
+            .run(&pre, context, self.llm.clone(), input, &limits)
+            .await?;
         let usage = self.run_usage(&run_id)?;
         Ok(RunReport {
             run_id,
@@ -662,14 +750,14 @@ impl Service {
         input: &str,
     ) -> Result<(RunReport, Vec<Vec<u8>>), ServiceError> {
         let row = self.claw(claw)?;
+        let limits = self.db.claw_limits(&row.id)?.apply(&self.limits);
         let component = self.db.claw_component(&row.id)?;
-        let cage = Cage::new_inspectable(self.limits.clone())
-            .map_err(|e| ServiceError::Engine(format!("{e:#}")))?;
+        let cage = Cage::new_inspectable().map_err(|e| ServiceError::Engine(format!("{e:#}")))?;
         let pre = cage.prepare(&row.digest, &component)?;
         let context = self.run_context(&row, conversation_id);
         let run_id = context.run_id.clone();
         let (output, memories) = cage
-            .run_and_dump_memory(&pre, context, self.llm.clone(), input)
+            .run_and_dump_memory(&pre, context, self.llm.clone(), input, &limits)
             .await?;
         let usage = self.run_usage(&run_id)?;
         let report = RunReport {

@@ -64,6 +64,112 @@ fn non_wasm_core_module_and_foreign_components_are_refused() {
     env.run_claw("hello", "c", "still works");
 }
 
+/// A claw-shaped component exporting `export` (the whole `(func (export
+/// ...))` clause) and importing `imports`.
+fn component(imports: &str, export: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(component
+      {imports}
+      (core module $Main
+        (memory (export "mem") 1)
+        (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
+        (func (export "run") (param i32 i32 i32 i32) (result i32) (i32.const 0))
+        (func (export "run1") (param i32 i32) (result i32) (i32.const 0)))
+      (core instance $main (instantiate $Main))
+      (type $res (result string (error string)))
+      {export})"#
+    ))
+    .expect("wat")
+}
+
+const RUN_EXPORT: &str = r#"(func (export "run") (param "input" string) (param "conversation-id" string) (result $res)
+        (canon lift (core func $main "run") (memory (core memory $main "mem")) (realloc (core func $main "realloc"))))"#;
+
+#[test]
+fn truncated_oversized_wrong_world_and_extra_import_uploads_are_refused() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    let before = snapshot(&env);
+    let hello = std::fs::read(claw("hello")).expect("reads");
+
+    // The claw world itself deploys: the cases below differ from it in one
+    // thing each.
+    let path = write(&env, "minimal.wasm", &component("", RUN_EXPORT));
+    env.ok(&["claws", "deploy", &path, "--name", "minimal"]);
+    let before_minimal = snapshot(&env);
+    assert_ne!(before, before_minimal);
+
+    let mut oversized = b"\0asm\x0d\0\x01\0".to_vec();
+    oversized.resize(32 * 1024 * 1024 + 1, 0);
+    let cases: Vec<(&str, Vec<u8>, String)> = vec![
+        (
+            "oversized.wasm",
+            oversized,
+            "the file is 33554433 bytes; a claw component may be at most 33554432 bytes".into(),
+        ),
+        (
+            "header-only.wasm",
+            hello[..9].to_vec(),
+            "not a valid WebAssembly component".into(),
+        ),
+        (
+            "half.wasm",
+            hello[..hello.len() / 2].to_vec(),
+            "not a valid WebAssembly component".into(),
+        ),
+        (
+            "last-byte-missing.wasm",
+            hello[..hello.len() - 1].to_vec(),
+            "not a valid WebAssembly component".into(),
+        ),
+        (
+            "wrong-signature.wasm",
+            component(
+                "",
+                r#"(func (export "run") (param "input" string) (result $res)
+                  (canon lift (core func $main "run1") (memory (core memory $main "mem")) (realloc (core func $main "realloc"))))"#,
+            ),
+            "does not implement the claw world".into(),
+        ),
+        (
+            "wrong-export-name.wasm",
+            component(
+                "",
+                &RUN_EXPORT.replace("(export \"run\")", "(export \"handle\")"),
+            ),
+            "does not implement the claw world".into(),
+        ),
+        (
+            "wasi-http-import.wasm",
+            component(
+                r#"(import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func))))"#,
+                RUN_EXPORT,
+            ),
+            "imports something clawrun does not provide".into(),
+        ),
+        (
+            "unknown-llm-function.wasm",
+            component(
+                r#"(import "clawrun:claw/llm@0.1.0" (instance (export "steal-key" (func (result string)))))"#,
+                RUN_EXPORT,
+            ),
+            "imports something clawrun does not provide".into(),
+        ),
+    ];
+    for (file, bytes, expected) in cases {
+        let path = write(&env, file, &bytes);
+        let err = env.fails(&["claws", "deploy", &path, "--name", "hello"], "");
+        assert!(err.contains(&expected), "{file}: {err}");
+    }
+    assert_eq!(
+        snapshot(&env),
+        before_minimal,
+        "a refused deploy changes nothing"
+    );
+    env.run_claw("hello", "c", "still works");
+}
+
 #[test]
 fn unknown_claw_and_missing_assignment_are_clear_errors() {
     let env = Env::new();

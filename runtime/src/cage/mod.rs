@@ -130,6 +130,8 @@ pub struct RunOutput {
     pub stderr: String,
     /// Bytes of stdout and stderr written past the capture and dropped.
     pub output_dropped: usize,
+    /// Fuel the run burned, to size its `--fuel` limit.
+    pub fuel_used: u64,
 }
 
 /// A run that did not complete.
@@ -455,8 +457,10 @@ impl Cage {
         if let Err(hit) = limits::check_value(returned.0, returned.1, limits.max_value_bytes) {
             return Err(limit(hit));
         }
+        let fuel_used = limits.fuel - store.get_fuel().unwrap_or(limits.fuel);
         Ok(RunOutput {
             result,
+            fuel_used,
             stdout: stdout.text(),
             stderr: stderr.text(),
             output_dropped: stdout.dropped() + stderr.dropped(),

@@ -577,6 +577,7 @@ async fn run(svc: &Service, args: RunArgs) -> anyhow::Result<ExitCode> {
             "conversation_id": report.conversation_id,
             "output": report.output.result.as_ref().ok(),
             "error": report.output.result.as_ref().err(),
+            "fuel_used": report.output.fuel_used,
             "usage": report.usage,
         }))?;
     } else {

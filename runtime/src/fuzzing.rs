@@ -130,7 +130,7 @@ impl Input<'_> {
                         arguments: self.text(),
                     })
                     .collect(),
-                tool_call_id: (self.byte() % 2 == 0).then(|| self.text()),
+                tool_call_id: self.byte().is_multiple_of(2).then(|| self.text()),
             })
             .collect();
         let tools = (0..self.count())
@@ -143,8 +143,8 @@ impl Input<'_> {
         wit::ChatRequest {
             messages,
             tools,
-            max_tokens: (self.byte() % 2 == 0).then(|| u32::from(self.byte()) * 100),
-            temperature: (self.byte() % 2 == 0).then(|| f32::from(self.byte()) / 100.0),
+            max_tokens: self.byte().is_multiple_of(2).then(|| u32::from(self.byte()) * 100),
+            temperature: self.byte().is_multiple_of(2).then(|| f32::from(self.byte()) / 100.0),
         }
     }
 }

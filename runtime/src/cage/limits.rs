@@ -27,7 +27,7 @@ pub const MAX_TABLE_ELEMENTS: u64 = 100_000;
 pub const MAX_INSTANCES: u64 = 100;
 
 /// Linear memories, and tables, one run may create. Rust claws built with
-/// claw-sdk use two of each at most.
+/// claw-sdk use one memory and two tables.
 pub const MAX_MEMORIES: usize = 16;
 
 /// Highest deadline a claw may be given: one day.
@@ -72,8 +72,9 @@ impl Default for CageLimits {
     fn default() -> Self {
         Self {
             run_deadline: Duration::from_secs(300),
-            // About 5 to 20 s of CPU: far more than any agent spends between
-            // model calls (hello uses about 2 million).
+            // About a second of a tight loop on the development machine, and
+            // far more than an agent spends between model calls (`hello`
+            // uses about 4,000, `tool-agent` about 45,000).
             fuel: 20_000_000_000,
             memory_bytes: 256 * 1024 * 1024,
             table_elements: 10_000,

@@ -511,10 +511,11 @@ fn engine_config(guest_debug: bool) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     let memories = u32::try_from(limits::MAX_MEMORIES).unwrap_or(u32::MAX);
     pool.total_component_instances(POOL_CAGES)
-        // Rust claws use about six core instances and two memories and
-        // tables each; the totals leave room for four times that on average.
-        .total_core_instances(POOL_CAGES * 24)
-        .total_memories(POOL_CAGES * 8)
+        // A claw built with claw-sdk uses three core instances, one memory
+        // and two tables; the totals leave room for about five times that
+        // per run on average.
+        .total_core_instances(POOL_CAGES * 16)
+        .total_memories(POOL_CAGES * 4)
         .total_tables(POOL_CAGES * 8)
         .total_stacks(POOL_CAGES)
         .max_core_instances_per_component(limits::MAX_INSTANCES as u32)

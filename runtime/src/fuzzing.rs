@@ -143,8 +143,14 @@ impl Input<'_> {
         wit::ChatRequest {
             messages,
             tools,
-            max_tokens: self.byte().is_multiple_of(2).then(|| u32::from(self.byte()) * 100),
-            temperature: self.byte().is_multiple_of(2).then(|| f32::from(self.byte()) / 100.0),
+            max_tokens: self
+                .byte()
+                .is_multiple_of(2)
+                .then(|| u32::from(self.byte()) * 100),
+            temperature: self
+                .byte()
+                .is_multiple_of(2)
+                .then(|| f32::from(self.byte()) / 100.0),
         }
     }
 }

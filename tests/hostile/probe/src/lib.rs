@@ -67,7 +67,8 @@ fn clocks() -> String {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        whole_ms &= now.subsec_nanos() % 1_000_000 == 0 && wall.subsec_nanos() % 1_000_000 == 0;
+        whole_ms &= now.subsec_nanos().is_multiple_of(1_000_000)
+            && wall.subsec_nanos().is_multiple_of(1_000_000);
         if now > last {
             finest = finest.min(now - last);
             last = now;

@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the host's own costs: instantiating a claw in a
-//! fresh store, and a whole `llm-call` (claw run with one call) against
-//! `dev-provider` on loopback with the ledger on disk.
+//! fresh store, a whole `llm-call` (claw run with one call) against
+//! `dev-provider` on loopback with the ledger on disk, and what fuel metering
+//! costs guest code (the same CPU-bound loop with and without it).
 //!
 //! Run with `cargo bench -p clawrun --bench cage`. The claws must be built
 //! first (`cargo build --release --target wasm32-wasip2 --manifest-path
@@ -9,7 +10,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clawrun::cage::{Cage, CageLimits, RunContext};
+use clawrun::cage::{Cage, RunContext};
 use clawrun::db::SqliteDb;
 use clawrun::providers::ProviderKind;
 use clawrun::service::llm::LlmService;
@@ -39,7 +40,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn cage_instantiate(c: &mut Criterion) {
     let rt = runtime();
-    let cage = Cage::new(CageLimits::default()).expect("engine");
+    let cage = Cage::new().expect("engine");
     let bytes = claw("hello");
     let pre = cage.prepare("hello", &bytes).expect("compiles");
     let db = Arc::new(SqliteDb::in_memory().expect("db"));
@@ -100,5 +101,47 @@ fn llm_call(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, cage_instantiate, llm_call);
+/// A loop that loads, adds and stores over 1 MiB of linear memory: the kind
+/// of code fuel metering slows most (short basic blocks).
+const BUSY_LOOP: &str = r#"(module
+  (memory 16)
+  (func (export "work") (param $n i32) (result i32)
+    (local $i i32) (local $acc i32) (local $at i32)
+    (loop $next
+      (local.set $at (i32.and (i32.shl (local.get $i) (i32.const 2)) (i32.const 0xFFFFC)))
+      (local.set $acc (i32.add (local.get $acc) (i32.load (local.get $at))))
+      (i32.store (local.get $at) (i32.xor (local.get $acc) (local.get $i)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $next (i32.lt_u (local.get $i) (local.get $n))))
+    (local.get $acc)))"#;
+
+fn fuel_cost(c: &mut Criterion) {
+    use wasmtime::{Config, Engine, Instance, Module, Store};
+    let mut group = c.benchmark_group("busy_loop_1m_iterations");
+    for fuel in [false, true] {
+        let mut config = Config::new();
+        // As the cage's engine, apart from the setting measured.
+        config.epoch_interruption(true).consume_fuel(fuel);
+        let engine = Engine::new(&config).expect("engine");
+        let module = Module::new(&engine, BUSY_LOOP).expect("compiles");
+        let mut store = Store::new(&engine, ());
+        store.set_epoch_deadline(u64::MAX);
+        let instance = Instance::new(&mut store, &module, &[]).expect("instantiates");
+        let work = instance
+            .get_typed_func::<i32, i32>(&mut store, "work")
+            .expect("export");
+        let name = if fuel { "fuel_on" } else { "fuel_off" };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                if fuel {
+                    store.set_fuel(u64::MAX).expect("fuel");
+                }
+                work.call(&mut store, 1_000_000).expect("runs")
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cage_instantiate, llm_call, fuel_cost);
 criterion_main!(benches);

@@ -19,6 +19,8 @@ pub mod api;
 pub mod cage;
 pub mod cli;
 pub mod db;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metering;
 pub mod providers;
 pub mod service;

@@ -180,6 +180,12 @@ fn every_route(budget: i64, token_id: &str) -> Vec<(&'static str, String, Option
             "/v1/claws/c/assignment".into(),
             Some(json!({"key": "k", "model": "m"})),
         ),
+        ("GET", "/v1/claws/c/limits".into(), None),
+        (
+            "PUT",
+            "/v1/claws/c/limits".into(),
+            Some(json!({"fuel": 1_000_000})),
+        ),
         (
             "POST",
             "/v1/claws/c/runs".into(),
@@ -465,7 +471,9 @@ async fn a_claw_is_deployed_assigned_and_run_through_the_api() {
 async fn bad_bodies_answer_400_with_a_message_that_says_what_to_do() {
     let api = Api::new();
     let t = api.acme.clone();
-    let cases: Vec<(&str, &str, Option<(Vec<u8>, &str)>, &str)> = vec![
+    // (method, path, body and its content type, what the message must say)
+    type Case<'a> = (&'a str, &'a str, Option<(Vec<u8>, &'a str)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         ("POST", "/v1/keys", Some((b"{not json".to_vec(), "application/json")), "not valid JSON"),
         (
             "POST",

@@ -64,6 +64,112 @@ fn non_wasm_core_module_and_foreign_components_are_refused() {
     env.run_claw("hello", "c", "still works");
 }
 
+/// A claw-shaped component exporting `export` (the whole `(func (export
+/// ...))` clause) and importing `imports`.
+fn component(imports: &str, export: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(component
+      {imports}
+      (core module $Main
+        (memory (export "mem") 1)
+        (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
+        (func (export "run") (param i32 i32 i32 i32) (result i32) (i32.const 0))
+        (func (export "run1") (param i32 i32) (result i32) (i32.const 0)))
+      (core instance $main (instantiate $Main))
+      (type $res (result string (error string)))
+      {export})"#
+    ))
+    .expect("wat")
+}
+
+const RUN_EXPORT: &str = r#"(func (export "run") (param "input" string) (param "conversation-id" string) (result $res)
+        (canon lift (core func $main "run") (memory (core memory $main "mem")) (realloc (core func $main "realloc"))))"#;
+
+#[test]
+fn truncated_oversized_wrong_world_and_extra_import_uploads_are_refused() {
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
+    let before = snapshot(&env);
+    let hello = std::fs::read(claw("hello")).expect("reads");
+
+    // The claw world itself deploys: the cases below differ from it in one
+    // thing each.
+    let path = write(&env, "minimal.wasm", &component("", RUN_EXPORT));
+    env.ok(&["claws", "deploy", &path, "--name", "minimal"]);
+    let before_minimal = snapshot(&env);
+    assert_ne!(before, before_minimal);
+
+    let mut oversized = b"\0asm\x0d\0\x01\0".to_vec();
+    oversized.resize(32 * 1024 * 1024 + 1, 0);
+    let cases: Vec<(&str, Vec<u8>, String)> = vec![
+        (
+            "oversized.wasm",
+            oversized,
+            "the file is 33554433 bytes; a claw component may be at most 33554432 bytes".into(),
+        ),
+        (
+            "header-only.wasm",
+            hello[..9].to_vec(),
+            "not a valid WebAssembly component".into(),
+        ),
+        (
+            "half.wasm",
+            hello[..hello.len() / 2].to_vec(),
+            "not a valid WebAssembly component".into(),
+        ),
+        (
+            "last-byte-missing.wasm",
+            hello[..hello.len() - 1].to_vec(),
+            "not a valid WebAssembly component".into(),
+        ),
+        (
+            "wrong-signature.wasm",
+            component(
+                "",
+                r#"(func (export "run") (param "input" string) (result $res)
+                  (canon lift (core func $main "run1") (memory (core memory $main "mem")) (realloc (core func $main "realloc"))))"#,
+            ),
+            "does not implement the claw world".into(),
+        ),
+        (
+            "wrong-export-name.wasm",
+            component(
+                "",
+                &RUN_EXPORT.replace("(export \"run\")", "(export \"handle\")"),
+            ),
+            "does not implement the claw world".into(),
+        ),
+        (
+            "wasi-http-import.wasm",
+            component(
+                r#"(import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func))))"#,
+                RUN_EXPORT,
+            ),
+            "imports something clawrun does not provide".into(),
+        ),
+        (
+            "unknown-llm-function.wasm",
+            component(
+                r#"(import "clawrun:claw/llm@0.1.0" (instance (export "steal-key" (func (result string)))))"#,
+                RUN_EXPORT,
+            ),
+            "imports something clawrun does not provide".into(),
+        ),
+    ];
+    for (file, bytes, expected) in cases {
+        let path = write(&env, file, &bytes);
+        let err = env.fails(&["claws", "deploy", &path, "--name", "hello"], "");
+        assert!(err.contains(&expected), "{file}: {err}");
+    }
+    assert_eq!(
+        snapshot(&env),
+        before_minimal,
+        "a refused deploy changes nothing"
+    );
+    env.run_claw("hello", "c", "still works");
+}
+
 #[test]
 fn unknown_claw_and_missing_assignment_are_clear_errors() {
     let env = Env::new();
@@ -169,73 +275,4 @@ fn redeploy_replaces_the_component_and_keeps_the_assignment() {
     assert_eq!(listed[0]["key"], "openai-key");
     let report = env.run_claw("hello", "c", "text to summarise");
     assert_eq!(report["usage"].as_array().expect("records").len(), 1);
-}
-
-/// A component of several core instances, each growing its own memory by
-/// 100 MiB: the run's 256 MiB limit counts all of them together.
-#[test]
-fn the_memory_limit_counts_every_memory_of_the_component() {
-    let dev = DevProvider::start();
-    let env = Env::new();
-    env.wire(&dev, "openai", "hello", "gpt-4o-mini");
-    let wat = r#"(component
-      (core module $M
-        (memory (export "mem") 1)
-        (func (export "grow") (result i32) (memory.grow (i32.const 1600))))
-      (core instance $a (instantiate $M))
-      (core instance $b (instantiate $M))
-      (core instance $c (instantiate $M))
-      (core module $Main
-        (import "a" "grow" (func $ga (result i32)))
-        (import "b" "grow" (func $gb (result i32)))
-        (import "c" "grow" (func $gc (result i32)))
-        (memory (export "mem") 1)
-        (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 1024))
-        (func (export "run") (param i32 i32 i32 i32) (result i32)
-          (if (i32.lt_s (call $ga) (i32.const 0)) (then unreachable))
-          (if (i32.lt_s (call $gb) (i32.const 0)) (then unreachable))
-          (if (i32.lt_s (call $gc) (i32.const 0)) (then unreachable))
-          (i32.const 0)))
-      (core instance $main (instantiate $Main
-        (with "a" (instance $a)) (with "b" (instance $b)) (with "c" (instance $c))))
-      (type $res (result string (error string)))
-      (func (export "run") (param "input" string) (param "conversation-id" string) (result $res)
-        (canon lift (core func $main "run") (memory (core memory $main "mem")) (realloc (core func $main "realloc")))))"#;
-    let path = write(
-        &env,
-        "three-memories.wasm",
-        &wat::parse_str(wat).expect("wat"),
-    );
-    env.ok(&["claws", "deploy", &path, "--name", "hog"]);
-    let out = env.run(&["run", "hog", "--input", "x"], "");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("claw `hog` trapped") && err.contains("unreachable"),
-        "{err}"
-    );
-    env.run_claw("hello", "c", "the host carries on");
-}
-
-/// A claw calling the model in an endless loop is stopped at the per-run
-/// limit, with every call it made recorded.
-#[test]
-fn a_claw_calling_in_a_loop_is_stopped_at_the_llm_call_limit() {
-    let dev = DevProvider::start();
-    let env = Env::new();
-    env.wire(&dev, "openai", "repeat", "gpt-4o-mini");
-    let out = env.run(&["run", "repeat", "--input", "1000 again"], "");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("claw `repeat` trapped")
-            && err.contains("the claw passed the limit of 500 llm-calls per run"),
-        "{err}"
-    );
-    assert_eq!(dev.requests().len(), 500);
-    let recorded: i64 = env
-        .db()
-        .query_row("SELECT COUNT(*) FROM usage_records", [], |r| r.get(0))
-        .expect("counts");
-    assert_eq!(recorded, 500);
 }

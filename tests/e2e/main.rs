@@ -7,6 +7,7 @@ mod api;
 mod budgets;
 mod custody;
 mod deploy;
+mod hostile;
 mod keys;
 mod leaks;
 mod metering;

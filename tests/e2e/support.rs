@@ -21,31 +21,35 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-/// Builds the example claws once per test process and returns the folder
-/// holding their `.wasm` files.
+/// Builds the example claws and the hostile ones (`tests/hostile`) once per
+/// test process and returns the folder holding their `.wasm` files.
 pub fn claws() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let root = workspace_root();
         let target = root.join("claws/target");
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(root.join("claws/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .expect("cargo runs");
-        assert!(
-            status.success(),
-            "building the claws failed; is the wasm32-wasip2 target installed?"
-        );
+        // Both workspaces build into one target directory, so they share
+        // their compiled dependencies.
+        for manifest in ["claws/Cargo.toml", "tests/hostile/Cargo.toml"] {
+            let status = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--release",
+                    "--target",
+                    "wasm32-wasip2",
+                    "--manifest-path",
+                ])
+                .arg(root.join(manifest))
+                .arg("--target-dir")
+                .arg(&target)
+                .env_remove("CARGO_TARGET_DIR")
+                .status()
+                .expect("cargo runs");
+            assert!(
+                status.success(),
+                "building {manifest} failed; is the wasm32-wasip2 target installed?"
+            );
+        }
         target.join("wasm32-wasip2/release")
     })
 }

@@ -118,6 +118,7 @@ impl From<ServiceError> for ApiError {
                 "run_failed",
                 format!("{e}; the usage of its calls so far is recorded"),
             ),
+            E::Busy(_) => Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string()),
             E::NotInitialised(_) | E::Vault(_) | E::Db(_) | E::Engine(_) => Self::internal(&e),
         }
     }

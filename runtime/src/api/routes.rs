@@ -13,8 +13,9 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, Body, ErrorBody, Json, Path, Query, SecretJson};
 use super::views::{
-    AddKey, Assign, BudgetRequest, ClawView, CreateToken, KeyView, LimitTarget, NewTokenView,
-    OrgView, RateLimitRequest, RecordsQuery, RotateKey, RunRequest, RunView, TokenView, UsageQuery,
+    AddKey, Assign, BudgetRequest, ClawView, CreateToken, KeyView, LimitTarget, LimitView,
+    LimitsRequest, NewTokenView, OrgView, RateLimitRequest, RecordsQuery, RotateKey, RunRequest,
+    RunView, TokenView, UsageQuery, limit_views,
 };
 use crate::db::{AuditRecord, UsageGroup, UsageRecord, UsageTotals};
 use crate::metering::budgets::{Budget, BudgetUnit, RateLimit};
@@ -70,6 +71,7 @@ pub fn routes() -> OpenApiRouter<Arc<Host>> {
         .routes(routes!(claws_list))
         .routes(routes!(claws_deploy, claws_delete))
         .routes(routes!(claws_assign))
+        .routes(routes!(claws_limits, claws_set_limits))
         .routes(routes!(runs_create))
         .routes(routes!(usage_totals))
         .routes(routes!(usage_records))
@@ -158,8 +160,41 @@ async fn keys_revoke(
 #[utoipa::path(get, path = "/v1/claws", tag = "claws",
     responses((status = 200, body = Vec<ClawView>), (status = 401, body = ErrorBody)))]
 async fn claws_list(Org(svc): Org) -> Result<axum::Json<Vec<ClawView>>, ApiError> {
-    let rows = blocking(svc, Service::claws_list).await?;
-    Ok(axum::Json(rows.iter().map(ClawView::from).collect()))
+    Ok(axum::Json(
+        blocking(svc, Service::claws_list_with_limits).await?,
+    ))
+}
+
+/// A claw's run limits: each value its runs get and whether the claw sets
+/// it or takes the host default.
+#[utoipa::path(get, path = "/v1/claws/{name}/limits", tag = "claws",
+    params(("name" = String, Path, description = "Name of the claw")),
+    responses((status = 200, body = Vec<LimitView>), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn claws_limits(
+    Org(svc): Org,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Vec<LimitView>>, ApiError> {
+    let (own, limits) = blocking(svc, move |s| s.claw_limits(&name)).await?;
+    Ok(axum::Json(limit_views(&own, &limits)))
+}
+
+/// Sets a claw's own run limits, within the host's ceilings; from its next
+/// run.
+#[utoipa::path(put, path = "/v1/claws/{name}/limits", tag = "claws", request_body = LimitsRequest,
+    params(("name" = String, Path, description = "Name of the claw")),
+    responses((status = 200, body = Vec<LimitView>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn claws_set_limits(
+    Org(svc): Org,
+    Path(name): Path<String>,
+    Json(body): Json<LimitsRequest>,
+) -> Result<axum::Json<Vec<LimitView>>, ApiError> {
+    let (own, limits) = blocking(svc, move |s| {
+        s.claws_set_limits(&name, &body.overrides(), body.reset)
+    })
+    .await?;
+    Ok(axum::Json(limit_views(&own, &limits)))
 }
 
 /// Deploys a claw component (the body, a `.wasm` built for
@@ -211,7 +246,7 @@ async fn claws_assign(
     params(("name" = String, Path, description = "Name of the claw")),
     responses((status = 200, body = RunView), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn runs_create(
     Org(svc): Org,
     Path(name): Path<String>,
@@ -234,6 +269,7 @@ async fn runs_create(
         conversation_id: report.conversation_id,
         output,
         error,
+        fuel_used: report.output.fuel_used,
         usage: report.usage,
     }))
 }

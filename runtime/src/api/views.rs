@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::cage::{CageLimits, LimitOverrides};
 use crate::db::{ClawRow, KeyRow, OrgRow, TokenRow, UsageGroup, UsageRecord};
 use crate::metering::budgets::{BudgetPeriod, BudgetScope};
 
@@ -77,6 +78,9 @@ pub struct ClawView {
     pub created_at: String,
     /// Last deployed or assigned.
     pub updated_at: String,
+    /// Its run limits (listed claws only).
+    #[serde(default)]
+    pub limits: Vec<LimitView>,
 }
 
 impl From<&ClawRow> for ClawView {
@@ -90,6 +94,7 @@ impl From<&ClawRow> for ClawView {
             model: c.model.clone(),
             created_at: time(c.created_at_ms),
             updated_at: time(c.updated_at_ms),
+            limits: Vec::new(),
         }
     }
 }
@@ -160,6 +165,9 @@ pub struct RunView {
     pub output: Option<String>,
     /// The error the claw returned, when it failed.
     pub error: Option<String>,
+    /// CPU fuel the run burnt.
+    #[serde(default)]
+    pub fuel_used: u64,
     /// One record per provider call the run made.
     pub usage: Vec<UsageRecord>,
 }
@@ -320,4 +328,111 @@ pub struct RecordsQuery {
     pub until_ms: Option<i64>,
     /// The newest this many records (default 200, at most 1000).
     pub limit: Option<u32>,
+}
+
+/// One run limit of a claw: the value its runs get, and whether the claw
+/// sets it (`claw`) or takes the host default (`default`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LimitView {
+    /// The limit, named as its CLI flag (`fuel`, `memory-mib`, ...).
+    pub name: String,
+    /// The value a run gets.
+    pub value: u64,
+    /// `claw` or `default`.
+    pub from: String,
+}
+
+/// A claw's run limits, as its runs get them.
+pub fn limit_views(own: &LimitOverrides, limits: &CageLimits) -> Vec<LimitView> {
+    limit_rows(own, limits)
+        .into_iter()
+        .map(|(name, value, set)| LimitView {
+            name: name.into(),
+            value,
+            from: if set { "claw" } else { "default" }.into(),
+        })
+        .collect()
+}
+
+/// Sets a claw's own run limits: each value given replaces the claw's, the
+/// others keep theirs; `reset` first removes all of the claw's own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct LimitsRequest {
+    /// Wall-clock time a run may take, in milliseconds.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    /// CPU fuel a run may burn.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// Linear memory, summed over every memory, in MiB.
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// Table elements, summed over every table.
+    #[serde(default)]
+    pub table_elements: Option<u64>,
+    /// Core instances a run may create.
+    #[serde(default)]
+    pub instances: Option<u64>,
+    /// llm-calls per run.
+    #[serde(default)]
+    pub llm_calls: Option<u64>,
+    /// Largest value crossing the boundary, in KiB.
+    #[serde(default)]
+    pub max_value_kib: Option<u64>,
+    /// Remove the claw's own limits before applying these.
+    #[serde(default)]
+    pub reset: bool,
+}
+
+impl LimitsRequest {
+    /// The overrides it asks for.
+    pub fn overrides(&self) -> LimitOverrides {
+        LimitOverrides {
+            deadline_ms: self.deadline_ms,
+            fuel: self.fuel,
+            memory_mib: self.memory_mib,
+            table_elements: self.table_elements,
+            instances: self.instances,
+            llm_calls: self.llm_calls,
+            max_value_kib: self.max_value_kib,
+        }
+    }
+}
+
+/// Each limit: its flag name, the value a run gets, and whether the claw
+/// sets it itself.
+fn limit_rows(own: &LimitOverrides, limits: &CageLimits) -> Vec<(&'static str, u64, bool)> {
+    vec![
+        (
+            "deadline-ms",
+            limits.run_deadline.as_millis() as u64,
+            own.deadline_ms.is_some(),
+        ),
+        ("fuel", limits.fuel, own.fuel.is_some()),
+        (
+            "memory-mib",
+            (limits.memory_bytes >> 20) as u64,
+            own.memory_mib.is_some(),
+        ),
+        (
+            "table-elements",
+            limits.table_elements as u64,
+            own.table_elements.is_some(),
+        ),
+        (
+            "instances",
+            limits.instances as u64,
+            own.instances.is_some(),
+        ),
+        (
+            "llm-calls",
+            u64::from(limits.llm_calls),
+            own.llm_calls.is_some(),
+        ),
+        (
+            "max-value-kib",
+            (limits.max_value_bytes >> 10) as u64,
+            own.max_value_kib.is_some(),
+        ),
+    ]
 }

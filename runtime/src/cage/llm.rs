@@ -1,14 +1,17 @@
 //! `clawrun:claw/llm`: the guest's only path to a model.
 //!
-//! This file converts between the WIT types and the host's own, and keeps
-//! the run's open tool invocations; the policy of a call (assignment,
-//! revocation check, decryption, provider request, ledger) is
+//! This file converts between the WIT types and the host's own, checks
+//! what the guest sent ([`validate_request`], a pure function the fuzz
+//! targets drive), counts the run's calls, and keeps the run's open tool
+//! invocations; the policy of a call (assignment, revocation check,
+//! decryption, provider request, ledger) is
 //! [`LlmService::call`](crate::service::llm::LlmService::call).
 
 use wasmtime::component::Resource;
 
 use super::bindings::clawrun::claw::llm::{Host, HostToolInvocation};
 use super::bindings::clawrun::claw::types as wit;
+use super::limits::{LimitHit, check_value};
 use super::{CageState, ToolInvocation};
 use crate::providers;
 use crate::service::llm::{CallError, GuestRequest};
@@ -21,10 +24,9 @@ impl Host for CageState {
         request: wit::ChatRequest,
     ) -> wasmtime::Result<Result<wit::Completion, wit::LlmError>> {
         // A trap, not an error the guest could ignore and retry forever.
-        if self.llm_calls_made >= self.llm_call_limit {
-            return Err(wasmtime::Error::msg(format!(
-                "the claw passed the limit of {} llm-calls per run",
-                self.llm_call_limit
+        if self.llm_calls_made >= self.limits.llm_calls {
+            return Err(wasmtime::Error::new(LimitHit::LlmCalls(
+                self.limits.llm_calls,
             )));
         }
         self.llm_calls_made += 1;
@@ -37,7 +39,7 @@ impl Host for CageState {
                     .ok()
             })
             .cloned();
-        let request = match guest_request(request) {
+        let request = match validate_request(request, self.limits.max_value_bytes) {
             Ok(r) => r,
             Err(why) => return Ok(Err(wit::LlmError::InvalidRequest(why))),
         };
@@ -52,6 +54,15 @@ impl HostToolInvocation for CageState {
         name: String,
         call_id: Option<String>,
     ) -> wasmtime::Result<Resource<ToolInvocation>> {
+        // A constructor cannot return an error: an oversized name ends the
+        // run, like any other limit.
+        let max = self.limits.max_value_bytes;
+        check_value("a tool invocation's name", name.len(), max)?;
+        check_value(
+            "a tool invocation's call id",
+            call_id.as_ref().map_or(0, String::len),
+            max,
+        )?;
         let invocation = ToolInvocation {
             id: crate::service::new_id("ti"),
             name,
@@ -75,8 +86,26 @@ impl HostToolInvocation for CageState {
     }
 }
 
-/// Converts the guest's request, refusing what no provider could take.
-fn guest_request(r: wit::ChatRequest) -> Result<GuestRequest, String> {
+/// Checks a guest's `llm-call` request and converts it to the host's
+/// type: every text at most `max_value_bytes`, and the whole request too;
+/// tool names as the WIT documents them; tool parameters a JSON Schema
+/// object; tool call arguments a JSON object; at least one message.
+///
+/// # Errors
+///
+/// A sentence for the guest saying what to change (the guest receives it
+/// as `invalid-request`).
+pub fn validate_request(
+    r: wit::ChatRequest,
+    max_value_bytes: usize,
+) -> Result<GuestRequest, String> {
+    if let Err(LimitHit::Value { what, size, limit }) = check_sizes(&r, max_value_bytes) {
+        return Err(format!(
+            "{what} is {size} bytes, over this claw's limit of {limit} bytes per value: send \
+             less, or ask an admin to raise the limit with `clawrun claws limits CLAW \
+             --max-value-kib N`"
+        ));
+    }
     let mut tools = Vec::with_capacity(r.tools.len());
     for t in r.tools {
         check_tool_name(&t.name)?;
@@ -109,7 +138,7 @@ fn guest_request(r: wit::ChatRequest) -> Result<GuestRequest, String> {
             return Err(format!(
                 "the arguments of tool call `{}` must be a JSON object: send the model's arguments \
                  back as they came, or `{{}}`",
-                call.id
+                printable(&call.id)
             ));
         }
     }
@@ -119,6 +148,44 @@ fn guest_request(r: wit::ChatRequest) -> Result<GuestRequest, String> {
         max_tokens: r.max_tokens,
         temperature: r.temperature,
     })
+}
+
+/// Every text of the request, and their sum, within `max`.
+fn check_sizes(r: &wit::ChatRequest, max: usize) -> Result<(), LimitHit> {
+    let mut total = 0usize;
+    let mut check = |what: &dyn Fn() -> String, len: usize| {
+        total = total.saturating_add(len);
+        check_value(what(), len, max)
+    };
+    for (i, m) in r.messages.iter().enumerate() {
+        let n = i + 1;
+        check(&|| format!("message {n}"), m.content.len())?;
+        for c in &m.tool_calls {
+            check(&|| format!("a tool call id in message {n}"), c.id.len())?;
+            check(&|| format!("a tool call name in message {n}"), c.name.len())?;
+            check(
+                &|| format!("the arguments of tool call `{}`", printable(&c.id)),
+                c.arguments.len(),
+            )?;
+        }
+        let id = m.tool_call_id.as_ref().map_or(0, String::len);
+        check(&|| format!("the tool call id of message {n}"), id)?;
+    }
+    for t in &r.tools {
+        let name = || "the name of a tool".to_owned();
+        check(&name, t.name.len())?;
+        let described = || format!("the description of tool `{}`", printable(&t.name));
+        check(&described, t.description.len())?;
+        let schema = || format!("the parameters of tool `{}`", printable(&t.name));
+        check(&schema, t.parameters.len())?;
+    }
+    check_value("the whole request", total, max)
+}
+
+/// A guest-chosen name, short and with control characters escaped, for an
+/// error message.
+fn printable(name: &str) -> String {
+    name.chars().take(64).flat_map(char::escape_debug).collect()
 }
 
 /// Tool names as the WIT documents them: 1 to 64 letters, digits, `_` and
@@ -133,7 +200,8 @@ fn check_tool_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid tool name {name:?}: use 1 to 64 letters, digits, `_` or `-`"
+            "invalid tool name \"{}\": use 1 to 64 letters, digits, `_` or `-`",
+            printable(name)
         ))
     }
 }

@@ -2,30 +2,43 @@
 //!
 //! One [`Cage`] per host holds the `Engine`, the `Linker` with the WASI and
 //! clawrun imports, and every claw's compiled component as an `InstancePre`
-//! (compiled once, instantiated per run). Each run gets a fresh `Store`
-//! holding a [`CageState`]: WASI with nothing granted (no directories, no
-//! environment variables, no arguments, no sockets, no name lookup, stdin
-//! closed, stdout and stderr captured in memory), a memory limit, and a
-//! wall-clock deadline enforced by epoch interruption.
+//! (compiled once, instantiated per run). Instances come from Wasmtime's
+//! pooling allocator, sized from the ceilings of [`limits`]: [`POOL_CAGES`]
+//! runs at once per host process, each memory slot as large as the highest
+//! memory limit a claw may be given.
+//!
+//! Each run gets a fresh `Store` holding a [`CageState`]: WASI with nothing
+//! granted ([`wasi`]), and the run's [`CageLimits`]: fuel for CPU, a
+//! wall-clock deadline checked at every epoch tick (where the guest also
+//! yields its thread to other runs), memory, tables and instances counted
+//! by a `ResourceLimiter`, the size of every value crossing the boundary,
+//! and the number of `llm-call`s. A run that hits a limit ends with a
+//! [`RunError::Limit`] naming it.
 //!
 //! The WIT interfaces are implemented one file each: [`llm`] for
 //! `clawrun:claw/llm`.
 
 mod deploy;
-mod limits;
+pub mod limits;
 mod llm;
+pub mod wasi;
 
 pub use deploy::{DeployError, MAX_COMPONENT_BYTES};
+pub use limits::{CageLimits, LimitHit, LimitOverrides};
+pub use llm::validate_request;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
-use wasmtime_wasi::p2::pipe::{ClosedInputStream, MemoryOutputPipe};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use wasi::CapturedOutput;
 
 use crate::service::llm::LlmService;
 
@@ -50,31 +63,10 @@ pub use bindings::ClawPre;
 /// How often the epoch advances; the granularity of run deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Bytes of guest stdout and stderr kept per run; the rest is dropped.
-const CAPTURED_OUTPUT_BYTES: usize = 64 * 1024;
-
-/// Limits applied to every run.
-#[derive(Debug, Clone)]
-pub struct CageLimits {
-    /// Wall-clock time a run may take, host calls included.
-    pub run_deadline: Duration,
-    /// Linear memory a run may grow to, in bytes, summed over every memory
-    /// of the component.
-    pub memory_bytes: usize,
-    /// `llm-call`s one run may make; the next one ends the run, so a claw
-    /// stuck in a loop cannot spend its organisation's budget unattended.
-    pub llm_calls: u32,
-}
-
-impl Default for CageLimits {
-    fn default() -> Self {
-        Self {
-            run_deadline: Duration::from_secs(300),
-            memory_bytes: 256 * 1024 * 1024,
-            llm_calls: 500,
-        }
-    }
-}
+/// Runs one host process can hold at once: the pooling allocator's
+/// number of component instance slots. A run started while all are taken
+/// fails with [`RunError::Capacity`].
+pub const POOL_CAGES: u32 = 256;
 
 /// Who a run is for: every usage record of the run carries these.
 #[derive(Debug, Clone)]
@@ -106,15 +98,14 @@ pub struct ToolInvocation {
 pub struct CageState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: limits::RunLimiter,
+    limiter: limits::RunLimiter,
+    limits: CageLimits,
     run: RunContext,
     llm: Arc<LlmService>,
     /// Resource reps of the tool invocations alive, oldest first.
     open_tools: Vec<u32>,
     /// `llm-call`s this run has made.
     llm_calls_made: u32,
-    /// `llm-call`s this run may make.
-    llm_call_limit: u32,
 }
 
 impl WasiView for CageState {
@@ -131,31 +122,65 @@ impl WasiView for CageState {
 pub struct RunOutput {
     /// The claw's answer, or the error text it returned.
     pub result: Result<String, String>,
-    /// What the guest wrote to stdout (bounded).
+    /// What the guest wrote to stdout, up to
+    /// [`wasi::CAPTURED_OUTPUT_BYTES`].
     pub stdout: String,
-    /// What the guest wrote to stderr (bounded).
+    /// What the guest wrote to stderr, up to
+    /// [`wasi::CAPTURED_OUTPUT_BYTES`].
     pub stderr: String,
+    /// Bytes of stdout and stderr written past the capture and dropped.
+    pub output_dropped: usize,
+    /// Fuel the run burned, to size its `--fuel` limit.
+    pub fuel_used: u64,
 }
 
 /// A run that did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The guest trapped (a panic, an out-of-bounds access, a limit hit).
+    /// The guest trapped (a panic, an out-of-bounds access, …).
     #[error("claw `{claw}` trapped: {message}")]
     Trap {
         /// Claw name.
         claw: String,
-        /// Wasmtime's description of the trap.
+        /// The guest's last stderr and Wasmtime's description of the trap.
         message: String,
     },
-    /// The run passed its wall-clock deadline.
-    #[error("claw `{claw}` ran longer than its deadline of {deadline:?} and was stopped")]
-    Deadline {
+    /// The run hit one of its limits and was stopped.
+    #[error("claw `{claw}` {hit}; {remedy}{detail}")]
+    Limit {
         /// Claw name.
         claw: String,
-        /// The deadline.
-        deadline: Duration,
+        /// The limit.
+        hit: LimitHit,
+        /// How to raise it.
+        remedy: String,
+        /// The guest's last stderr, when it said something, on a new line.
+        detail: String,
     },
+    /// Every cage slot of this host process is taken.
+    #[error(
+        "this host is running as many claws as it can hold ({POOL_CAGES}); try again when some \
+         have finished"
+    )]
+    Capacity,
+}
+
+impl RunError {
+    /// The limit the run hit, if it ended on one.
+    pub fn limit(&self) -> Option<&LimitHit> {
+        match self {
+            RunError::Limit { hit, .. } => Some(hit),
+            _ => None,
+        }
+    }
+}
+
+/// The last `max` characters of `text`.
+fn tail(text: &str, max: usize) -> &str {
+    let skip = text.chars().count().saturating_sub(max);
+    text.char_indices()
+        .nth(skip)
+        .map_or("", |(i, _)| &text[i..])
 }
 
 /// The engine, linker and compiled claws of one host.
@@ -163,18 +188,18 @@ pub struct Cage {
     engine: Engine,
     linker: Linker<CageState>,
     compiled: Mutex<HashMap<String, ClawPre<CageState>>>,
-    limits: CageLimits,
     ticker_stop: Arc<AtomicBool>,
 }
 
 impl Cage {
-    /// Creates the engine and linker, and starts the epoch ticker thread.
+    /// Creates the engine (fuel, epochs, pooling allocator) and linker,
+    /// and starts the epoch ticker thread.
     ///
     /// # Errors
     ///
     /// When Wasmtime rejects the configuration or the linker cannot be built.
-    pub fn new(limits: CageLimits) -> wasmtime::Result<Self> {
-        Self::with_config(limits, false)
+    pub fn new() -> wasmtime::Result<Self> {
+        Self::with_config(false)
     }
 
     /// A cage whose stores can be inspected after a run, for the tests that
@@ -184,15 +209,12 @@ impl Cage {
     ///
     /// As [`Cage::new`].
     #[doc(hidden)]
-    pub fn new_inspectable(limits: CageLimits) -> wasmtime::Result<Self> {
-        Self::with_config(limits, true)
+    pub fn new_inspectable() -> wasmtime::Result<Self> {
+        Self::with_config(true)
     }
 
-    fn with_config(limits: CageLimits, guest_debug: bool) -> wasmtime::Result<Self> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.guest_debug(guest_debug);
-        let engine = Engine::new(&config)?;
+    fn with_config(guest_debug: bool) -> wasmtime::Result<Self> {
+        let engine = Engine::new(&engine_config(guest_debug))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Claw::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
@@ -213,7 +235,6 @@ impl Cage {
             engine,
             linker,
             compiled: Mutex::default(),
-            limits,
             ticker_stop,
         })
     }
@@ -247,38 +268,41 @@ impl Cage {
     }
 
     /// A fresh store for one run: WASI with nothing granted, output
-    /// captured, memory limited, and the run's deadline armed.
+    /// captured, and the run's limits armed.
     fn store(
         &self,
         run: RunContext,
         llm: Arc<LlmService>,
-    ) -> (Store<CageState>, MemoryOutputPipe, MemoryOutputPipe) {
-        let stdout = MemoryOutputPipe::new(CAPTURED_OUTPUT_BYTES);
-        let stderr = MemoryOutputPipe::new(CAPTURED_OUTPUT_BYTES);
-        let wasi = WasiCtx::builder()
-            .stdin(ClosedInputStream)
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        limits: &CageLimits,
+    ) -> wasmtime::Result<(Store<CageState>, CapturedOutput, CapturedOutput)> {
+        let stdout = CapturedOutput::new(wasi::CAPTURED_OUTPUT_BYTES);
+        let stderr = CapturedOutput::new(wasi::CAPTURED_OUTPUT_BYTES);
         let state = CageState {
-            wasi,
+            wasi: wasi::context(&stdout, &stderr),
             table: ResourceTable::new(),
-            limits: limits::RunLimiter::new(self.limits.memory_bytes),
+            limiter: limits::RunLimiter::new(limits),
+            limits: limits.clone(),
             run,
             llm,
             open_tools: Vec::new(),
             llm_calls_made: 0,
-            llm_call_limit: self.limits.llm_calls,
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        let ticks = (self.limits.run_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
-        (store, stdout, stderr)
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(limits.fuel)?;
+        // At every epoch tick the guest yields its thread, so a claw that
+        // never calls the host cannot starve other runs, and the deadline
+        // is checked.
+        let deadline = Instant::now() + limits.run_deadline;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        Ok((store, stdout, stderr))
     }
 
     /// Instantiates a claw in a fresh run store without calling it: the
@@ -293,24 +317,31 @@ impl Cage {
         run: RunContext,
         llm: Arc<LlmService>,
     ) -> wasmtime::Result<()> {
-        let (mut store, _, _) = self.store(run, llm);
+        let (mut store, _, _) = self.store(run, llm, &CageLimits::default())?;
         pre.instantiate_async(&mut store).await.map(drop)
     }
 
-    /// Runs the claw's `run` export on `input` in a fresh store.
+    /// Runs the claw's `run` export on `input` in a fresh store, within
+    /// `limits`.
     ///
     /// # Errors
     ///
-    /// A [`RunError`] when the guest traps or passes its deadline; the
-    /// usage of every call it made before is already recorded.
+    /// A [`RunError`] when the guest traps or hits a limit; the usage of
+    /// every call it made before is already recorded.
     pub async fn run(
         &self,
         pre: &ClawPre<CageState>,
         run: RunContext,
         llm: Arc<LlmService>,
         input: &str,
+        limits: &CageLimits,
     ) -> Result<RunOutput, RunError> {
-        let (mut store, stdout, stderr) = self.store(run, llm);
+        let claw = run.claw_name.clone();
+        let (mut store, stdout, stderr) =
+            self.store(run, llm, limits).map_err(|e| RunError::Trap {
+                claw,
+                message: format!("{e:#}"),
+            })?;
         self.run_in(&mut store, pre, input, &stdout, &stderr).await
     }
 
@@ -327,8 +358,14 @@ impl Cage {
         run: RunContext,
         llm: Arc<LlmService>,
         input: &str,
+        limits: &CageLimits,
     ) -> Result<(RunOutput, Vec<Vec<u8>>), RunError> {
-        let (mut store, stdout, stderr) = self.store(run, llm);
+        let claw = run.claw_name.clone();
+        let (mut store, stdout, stderr) =
+            self.store(run, llm, limits).map_err(|e| RunError::Trap {
+                claw,
+                message: format!("{e:#}"),
+            })?;
         let output = self
             .run_in(&mut store, pre, input, &stdout, &stderr)
             .await?;
@@ -348,46 +385,41 @@ impl Cage {
         store: &mut Store<CageState>,
         pre: &ClawPre<CageState>,
         input: &str,
-        stdout: &MemoryOutputPipe,
-        stderr: &MemoryOutputPipe,
+        stdout: &CapturedOutput,
+        stderr: &CapturedOutput,
     ) -> Result<RunOutput, RunError> {
         let claw = store.data().run.claw_name.clone();
-        let deadline = self.limits.run_deadline;
-
-        let trap = |e: wasmtime::Error| {
-            if matches!(
-                e.downcast_ref::<wasmtime::Trap>(),
-                Some(wasmtime::Trap::Interrupt)
-            ) {
-                RunError::Deadline {
-                    claw: claw.clone(),
-                    deadline,
-                }
-            } else {
-                // A Rust claw's panic message is on its stderr: it says more
-                // than the trap itself.
-                let said = String::from_utf8_lossy(&stderr.contents()).into_owned();
-                let said: String = said
-                    .chars()
-                    .rev()
-                    .take(2000)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                let message = if said.trim().is_empty() {
-                    format!("{e:#}")
+        let limits = store.data().limits.clone();
+        let conversation_id = store.data().run.conversation_id.clone();
+        let limit = |hit: LimitHit| {
+            let said = stderr.text();
+            let said = tail(said.trim_end(), 2000);
+            RunError::Limit {
+                remedy: hit.remedy(&claw),
+                detail: if said.is_empty() {
+                    String::new()
                 } else {
-                    format!("{}\n{e:#}", said.trim_end())
-                };
-                RunError::Trap {
-                    claw: claw.clone(),
-                    message,
-                }
+                    format!("\nthe claw's last words on stderr: {said}")
+                },
+                claw: claw.clone(),
+                hit,
             }
         };
-        let conversation_id = store.data().run.conversation_id.clone();
-        let outcome = tokio::time::timeout(deadline, async {
+        let checked = [
+            ("its input", input),
+            ("its conversation id", &conversation_id),
+        ]
+        .into_iter()
+        .try_for_each(|(what, value)| {
+            limits::check_value(what, value.len(), limits.max_value_bytes)
+        });
+        if let Err(hit) = checked {
+            return Err(limit(hit));
+        }
+
+        // The epoch callback stops guest code at the deadline; this timer
+        // also stops a run waiting on the host (a slow provider).
+        let outcome = tokio::time::timeout(limits.run_deadline, async {
             let instance = pre.instantiate_async(&mut *store).await?;
             instance
                 .call_run(&mut *store, input, &conversation_id)
@@ -395,16 +427,110 @@ impl Cage {
         })
         .await;
         let result = match outcome {
-            Err(_elapsed) => return Err(RunError::Deadline { claw, deadline }),
-            Ok(Err(e)) => return Err(trap(e)),
+            Err(_elapsed) => return Err(limit(LimitHit::Deadline(limits.run_deadline))),
+            Ok(Err(e)) => {
+                return Err(match classify(&e, store.data(), &limits) {
+                    Some(Failure::Limit(hit)) => limit(hit),
+                    Some(Failure::Capacity) => RunError::Capacity,
+                    None => {
+                        // A Rust claw's panic message is on its stderr: it
+                        // says more than the trap itself.
+                        let said = stderr.text();
+                        let said = tail(said.trim_end(), 2000);
+                        RunError::Trap {
+                            claw: claw.clone(),
+                            message: if said.trim().is_empty() {
+                                format!("{e:#}")
+                            } else {
+                                format!("{said}\n{e:#}")
+                            },
+                        }
+                    }
+                });
+            }
             Ok(Ok(result)) => result,
         };
+        let returned = match &result {
+            Ok(text) => ("its output", text.len()),
+            Err(text) => ("its error text", text.len()),
+        };
+        if let Err(hit) = limits::check_value(returned.0, returned.1, limits.max_value_bytes) {
+            return Err(limit(hit));
+        }
+        let fuel_used = limits.fuel - store.get_fuel().unwrap_or(limits.fuel);
         Ok(RunOutput {
             result,
-            stdout: String::from_utf8_lossy(&stdout.contents()).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr.contents()).into_owned(),
+            fuel_used,
+            stdout: stdout.text(),
+            stderr: stderr.text(),
+            output_dropped: stdout.dropped() + stderr.dropped(),
         })
     }
+}
+
+/// What ended a run, when it was not a plain trap.
+enum Failure {
+    Limit(LimitHit),
+    Capacity,
+}
+
+/// Explains a failed run: a limit it hit, or a full pool.
+fn classify(e: &wasmtime::Error, state: &CageState, limits: &CageLimits) -> Option<Failure> {
+    if let Some(hit) = e.downcast_ref::<LimitHit>() {
+        return Some(Failure::Limit(hit.clone()));
+    }
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return Some(Failure::Capacity);
+    }
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => {
+            return Some(Failure::Limit(LimitHit::Deadline(limits.run_deadline)));
+        }
+        Some(wasmtime::Trap::OutOfFuel) => {
+            return Some(Failure::Limit(LimitHit::Fuel(limits.fuel)));
+        }
+        Some(wasmtime::Trap::StackOverflow) => return Some(Failure::Limit(LimitHit::Stack)),
+        _ => {}
+    }
+    if let Some(hit) = &state.limiter.refused {
+        return Some(Failure::Limit(hit.clone()));
+    }
+    // Wasmtime reports these as plain errors at instantiation.
+    let text = format!("{e:#}");
+    if text.contains("instance count too high") || text.contains("core module instances") {
+        return Some(Failure::Limit(LimitHit::Instances(limits.instances)));
+    }
+    None
+}
+
+/// The engine configuration: async, fuel, epochs, a bounded Wasm stack,
+/// and the pooling allocator sized from the ceilings of [`limits`].
+fn engine_config(guest_debug: bool) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    let memories = u32::try_from(limits::MAX_MEMORIES).unwrap_or(u32::MAX);
+    pool.total_component_instances(POOL_CAGES)
+        // A claw built with claw-sdk uses three core instances, one memory
+        // and two tables; the totals leave room for about five times that
+        // per run on average.
+        .total_core_instances(POOL_CAGES * 16)
+        .total_memories(POOL_CAGES * 4)
+        .total_tables(POOL_CAGES * 8)
+        .total_stacks(POOL_CAGES)
+        .max_core_instances_per_component(limits::MAX_INSTANCES as u32)
+        .max_memories_per_component(memories)
+        .max_tables_per_component(memories)
+        .max_memory_size((limits::MAX_MEMORY_MIB << 20) as usize)
+        .table_elements(limits::MAX_TABLE_ELEMENTS as usize);
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .consume_fuel(true)
+        .max_wasm_stack(limits::WASM_STACK_BYTES)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .guest_debug(guest_debug);
+    config
 }
 
 impl Drop for Cage {

@@ -9,7 +9,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::error::ErrorBody;
-use crate::api::views::{ClawView, KeyView, NewTokenView, RunView, TokenView, UsageGroupName};
+use crate::api::views::{
+    ClawView, KeyView, LimitView, LimitsRequest, NewTokenView, RunView, TokenView, UsageGroupName,
+    limit_views,
+};
 use crate::db::{AuditRecord, UsageGroup, UsageTotals};
 use crate::metering::budgets::{Budget, BudgetPeriod, BudgetScope, BudgetUnit, RateLimit};
 use crate::providers::ProviderKind;
@@ -202,8 +205,40 @@ impl Backend {
 
     pub async fn claws_list(&self) -> anyhow::Result<Vec<ClawView>> {
         match self {
-            Self::Local(s) => Ok(s.claws_list()?.iter().map(ClawView::from).collect()),
+            Self::Local(s) => Ok(s.claws_list_with_limits()?),
             Self::Remote(r) => r.get("v1/claws").await,
+        }
+    }
+
+    pub async fn claw_limits(&self, name: &str) -> anyhow::Result<Vec<LimitView>> {
+        match self {
+            Self::Local(s) => {
+                let (own, limits) = s.claw_limits(name)?;
+                Ok(limit_views(&own, &limits))
+            }
+            Self::Remote(r) => r.get(&format!("v1/claws/{}/limits", seg(name))).await,
+        }
+    }
+
+    pub async fn claws_set_limits(
+        &self,
+        name: &str,
+        request: &LimitsRequest,
+    ) -> anyhow::Result<Vec<LimitView>> {
+        match self {
+            Self::Local(s) => {
+                let (own, limits) =
+                    s.claws_set_limits(name, &request.overrides(), request.reset)?;
+                Ok(limit_views(&own, &limits))
+            }
+            Self::Remote(r) => {
+                r.send(
+                    Method::PUT,
+                    &format!("v1/claws/{}/limits", seg(name)),
+                    request,
+                )
+                .await
+            }
         }
     }
 
@@ -272,6 +307,7 @@ impl Backend {
                     conversation_id: report.conversation_id,
                     output,
                     error,
+                    fuel_used: report.output.fuel_used,
                     usage: report.usage,
                 })
             }

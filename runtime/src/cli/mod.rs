@@ -72,6 +72,10 @@ enum Command {
     /// Create and list organisations (operator, local only).
     #[command(subcommand)]
     Orgs(OrgsCommand),
+    /// Show or set an organisation's limits (runs in progress at once;
+    /// operator, local only).
+    #[command(subcommand)]
+    Org(OrgCommand),
     /// Create, list and revoke the organisation's API tokens.
     #[command(subcommand)]
     Tokens(TokensCommand),
@@ -193,6 +197,58 @@ enum ClawsCommand {
     Delete {
         /// Name of the claw.
         name: String,
+    },
+    /// Show a claw's run limits, or set its own: each flag given replaces
+    /// that limit, the others keep theirs. Applies from its next run.
+    Limits(ClawLimitsArgs),
+}
+
+#[derive(Debug, Args)]
+struct ClawLimitsArgs {
+    /// Name of the claw.
+    name: String,
+    /// Wall-clock time a run may take, host calls included, in milliseconds.
+    #[arg(long)]
+    deadline_ms: Option<u64>,
+    /// CPU: fuel a run may burn (about one unit per Wasm instruction).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Linear memory of a run, summed over every memory, in MiB.
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Table elements of a run, summed over every table.
+    #[arg(long)]
+    table_elements: Option<u64>,
+    /// Core instances a run may create.
+    #[arg(long)]
+    instances: Option<u64>,
+    /// llm-calls per run.
+    #[arg(long)]
+    llm_calls: Option<u64>,
+    /// Largest value crossing the cage's boundary (input, output, each text
+    /// of an llm-call, a whole llm-call request), in KiB.
+    #[arg(long)]
+    max_value_kib: Option<u64>,
+    /// Remove the claw's own limits (before applying the flags given).
+    #[arg(long)]
+    reset: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgCommand {
+    /// Show the organisation's limits, or set them.
+    Limits {
+        /// Runs the organisation may have in progress at once, in every
+        /// process sharing the data directory; a run over it waits up to 5 s
+        /// for one to end, then fails.
+        #[arg(long, conflicts_with = "reset")]
+        concurrent_runs: Option<u32>,
+        /// Restore the default.
+        #[arg(long)]
+        reset: bool,
     },
 }
 
@@ -442,6 +498,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             orgs(&Host::open(&dir)?, cmd)
         }
         Command::Tokens(ref cmd) => tokens(&backend()?, cmd).await,
+        Command::Org(OrgCommand::Limits {
+            concurrent_runs,
+            reset,
+        }) => {
+            local_only("org limits")?;
+            let svc = Host::open(&dir)?.org(&cli.org)?;
+            let limit = if reset || concurrent_runs.is_some() {
+                svc.set_concurrent_runs(concurrent_runs)?
+            } else {
+                svc.concurrent_runs()?
+            };
+            println!("organisation `{}`: concurrent runs {limit}", cli.org);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve {
             listen,
             metrics_listen,
@@ -601,6 +671,28 @@ async fn claws(backend: &Backend, cmd: &ClawsCommand) -> anyhow::Result<ExitCode
         ClawsCommand::Delete { name } => {
             backend.claws_delete(name).await?;
             println!("deleted claw `{name}`; its usage records stay");
+        }
+        ClawsCommand::Limits(args) => {
+            let request = crate::api::views::LimitsRequest {
+                deadline_ms: args.deadline_ms,
+                fuel: args.fuel,
+                memory_mib: args.memory_mib,
+                table_elements: args.table_elements,
+                instances: args.instances,
+                llm_calls: args.llm_calls,
+                max_value_kib: args.max_value_kib,
+                reset: args.reset,
+            };
+            let limits = if request.reset || !request.overrides().is_empty() {
+                backend.claws_set_limits(&args.name, &request).await?
+            } else {
+                backend.claw_limits(&args.name).await?
+            };
+            if args.json {
+                output::print_json(&limits)?;
+            } else {
+                output::limits_table(&limits).print();
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

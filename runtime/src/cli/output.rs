@@ -1,6 +1,6 @@
 //! Tables and JSON for the terminal.
 
-use crate::api::views::{ClawView, KeyView};
+use crate::api::views::{ClawView, KeyView, LimitView};
 
 /// A plain text table with left-aligned columns.
 pub struct Table {
@@ -103,7 +103,9 @@ pub fn keys_table(rows: &[KeyView]) -> Table {
 
 /// The claw table.
 pub fn claws_table(rows: &[ClawView]) -> Table {
-    let mut table = Table::new(&["NAME", "KEY", "MODEL", "SIZE", "DIGEST", "UPDATED"]);
+    let mut table = Table::new(&[
+        "NAME", "KEY", "MODEL", "SIZE", "DIGEST", "UPDATED", "LIMITS",
+    ]);
     for c in rows {
         table.row(vec![
             c.name.clone(),
@@ -112,7 +114,31 @@ pub fn claws_table(rows: &[ClawView]) -> Table {
             c.size.to_string(),
             c.digest[..16.min(c.digest.len())].to_owned(),
             c.updated_at.clone(),
+            overrides_summary(&c.limits),
         ]);
+    }
+    table
+}
+
+/// The limits a claw sets itself, as `name=value,...`, or `default`.
+fn overrides_summary(limits: &[LimitView]) -> String {
+    let set: Vec<String> = limits
+        .iter()
+        .filter(|l| l.from == "claw")
+        .map(|l| format!("{}={}", l.name, l.value))
+        .collect();
+    if set.is_empty() {
+        "default".into()
+    } else {
+        set.join(",")
+    }
+}
+
+/// A claw's run limits: each value and where it comes from.
+pub fn limits_table(limits: &[LimitView]) -> Table {
+    let mut table = Table::new(&["LIMIT", "VALUE", "FROM"]);
+    for l in limits {
+        table.row(vec![l.name.clone(), l.value.to_string(), l.from.clone()]);
     }
     table
 }

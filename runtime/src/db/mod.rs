@@ -9,6 +9,7 @@ mod sqlite;
 
 pub use sqlite::{DB_FILE, SqliteDb};
 
+use crate::cage::LimitOverrides;
 use crate::metering::budgets::{Admission, Budget, RateLimit, Refusal};
 
 /// Errors of the persistence layer.
@@ -410,6 +411,14 @@ pub trait Db: Send + Sync {
         model: &str,
         at_ms: i64,
     ) -> Result<(), DbError>;
+    /// A claw's own limits (empty when it has none).
+    fn claw_limits(&self, claw_id: &str) -> Result<LimitOverrides, DbError>;
+    /// Replaces a claw's own limits; empty overrides remove them.
+    fn claw_limits_set(&self, claw_id: &str, limits: &LimitOverrides) -> Result<(), DbError>;
+    /// The organisation's concurrency limit, when an admin set one.
+    fn org_concurrent_runs(&self, org_id: &str) -> Result<Option<u32>, DbError>;
+    /// Sets (or with `None` removes) the organisation's concurrency limit.
+    fn org_concurrent_runs_set(&self, org_id: &str, limit: Option<u32>) -> Result<(), DbError>;
     /// Reads a claw's assignment and its key as they are now.
     fn call_target(&self, claw_id: &str) -> Result<Option<CallTarget>, DbError>;
     /// Appends a provider call's usage record and its audit record durably,

@@ -4,6 +4,7 @@
 pub mod llm;
 mod master;
 pub mod revocation;
+pub mod slots;
 mod tokens;
 
 pub use tokens::NewToken;
@@ -13,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
 
-use crate::cage::{Cage, CageLimits, DeployError, RunContext, RunError, RunOutput};
+use crate::cage::{Cage, CageLimits, DeployError, LimitOverrides, RunContext, RunError, RunOutput};
 use crate::db::{
     AuditRecord, ClawRow, Db, DbError, KeyRow, KeyState, OrgRow, SqliteDb, UsageFilter, UsageGroup,
     UsageRecord, UsageTotals,
@@ -68,6 +69,9 @@ pub enum ServiceError {
     /// The run did not complete.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The organisation has as many runs in progress as it may.
+    #[error(transparent)]
+    Busy(#[from] slots::Busy),
     /// Bad input from the user.
     #[error("{0}")]
     Invalid(String),
@@ -170,6 +174,8 @@ pub struct Service {
     org: OrgRow,
     llm: Arc<LlmService>,
     actor: String,
+    limits: CageLimits,
+    slots: slots::RunSlots,
 }
 
 /// Which usage a query covers; every field narrows it.
@@ -230,8 +236,7 @@ impl Host {
         if let Some(cage) = self.cage.get() {
             return Ok(cage);
         }
-        let cage =
-            Cage::new(self.limits.clone()).map_err(|e| ServiceError::Engine(format!("{e:#}")))?;
+        let cage = Cage::new().map_err(|e| ServiceError::Engine(format!("{e:#}")))?;
         Ok(self.cage.get_or_init(|| cage))
     }
 
@@ -253,6 +258,8 @@ impl Host {
             host: self.clone(),
             db: self.db.clone(),
             llm: self.llm.clone(),
+            limits: self.limits.clone(),
+            slots: slots::RunSlots::new(&self.data_dir, &org.id),
             org,
             actor,
         }
@@ -333,6 +340,13 @@ impl Service {
     /// or wrong.
     pub fn open(data_dir: &Path) -> Result<Self, ServiceError> {
         Host::open(data_dir)?.org(DEFAULT_ORG)
+    }
+
+    /// Replaces the default limits of runs, which claws' own limits
+    /// override.
+    pub fn with_limits(mut self, limits: CageLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The organisation this service acts in.
@@ -716,6 +730,25 @@ impl Service {
         Ok(())
     }
 
+    /// The organisation's claws as listed, each with its run limits.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub fn claws_list_with_limits(&self) -> Result<Vec<crate::api::views::ClawView>, ServiceError> {
+        use crate::api::views::{ClawView, limit_views};
+        self.claws_list()?
+            .iter()
+            .map(|row| {
+                let own = self.db.claw_limits(&row.id)?;
+                let limits = own.apply(&self.limits);
+                let mut view = ClawView::from(row);
+                view.limits = limit_views(&own, &limits);
+                Ok(view)
+            })
+            .collect()
+    }
+
     /// The organisation's claws.
     ///
     /// # Errors
@@ -725,12 +758,85 @@ impl Service {
         Ok(self.db.claws(&self.org.id)?)
     }
 
-    /// Runs a claw on `input` within `conversation_id` and returns its output
-    /// with the usage it recorded.
+    /// A claw's own limits and the limits its runs get (the host defaults
+    /// with its own applied).
     ///
     /// # Errors
     ///
-    /// When the claw does not exist, or traps or passes its deadline.
+    /// When the claw does not exist.
+    pub fn claw_limits(&self, claw: &str) -> Result<(LimitOverrides, CageLimits), ServiceError> {
+        let row = self.claw(claw)?;
+        let own = self.db.claw_limits(&row.id)?;
+        let limits = own.apply(&self.limits);
+        Ok((own, limits))
+    }
+
+    /// Sets a claw's own limits: each value given replaces the claw's,
+    /// the others keep theirs; with `reset`, the claw's own limits are
+    /// removed first. Applies from the claw's next run.
+    ///
+    /// # Errors
+    ///
+    /// When the claw does not exist, or a value is outside what the host
+    /// allows (the message names the flag and its range).
+    pub fn claws_set_limits(
+        &self,
+        claw: &str,
+        changes: &LimitOverrides,
+        reset: bool,
+    ) -> Result<(LimitOverrides, CageLimits), ServiceError> {
+        changes.check().map_err(ServiceError::Invalid)?;
+        let row = self.claw(claw)?;
+        let own = if reset {
+            changes.clone()
+        } else {
+            self.db.claw_limits(&row.id)?.merged(changes)
+        };
+        self.db.claw_limits_set(&row.id, &own)?;
+        tracing::info!(claw = %claw, limits = ?own, "claw limits set");
+        Ok((own.clone(), own.apply(&self.limits)))
+    }
+
+    /// The organisation's concurrency limit (runs in progress at once).
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub fn concurrent_runs(&self) -> Result<u32, ServiceError> {
+        Ok(self
+            .db
+            .org_concurrent_runs(&self.org.id)?
+            .unwrap_or(slots::DEFAULT_CONCURRENT_RUNS)
+            .min(slots::MAX_CONCURRENT_RUNS))
+    }
+
+    /// Sets the organisation's concurrency limit; `None` restores the
+    /// default.
+    ///
+    /// # Errors
+    ///
+    /// When the value is 0 or above what one host can hold.
+    pub fn set_concurrent_runs(&self, limit: Option<u32>) -> Result<u32, ServiceError> {
+        if let Some(l) = limit
+            && (l == 0 || l > slots::MAX_CONCURRENT_RUNS)
+        {
+            return Err(ServiceError::Invalid(format!(
+                "--concurrent-runs must be between 1 and {}, the runs one host can hold; got {l}",
+                slots::MAX_CONCURRENT_RUNS
+            )));
+        }
+        self.db.org_concurrent_runs_set(&self.org.id, limit)?;
+        self.concurrent_runs()
+    }
+
+    /// Runs a claw on `input` within `conversation_id` and returns its output
+    /// with the usage it recorded. The run takes one of the organisation's
+    /// concurrency slots, waiting up to [`slots::SLOT_WAIT`] for one.
+    ///
+    /// # Errors
+    ///
+    /// When the claw does not exist, traps or hits a limit, or the
+    /// organisation has as many runs in progress as it may.
     pub async fn run(
         &self,
         claw: &str,
@@ -738,6 +844,13 @@ impl Service {
         input: &str,
     ) -> Result<RunReport, ServiceError> {
         let row = self.claw(claw)?;
+        let limits = self.db.claw_limits(&row.id)?.apply(&self.limits);
+        let limit = self.concurrent_runs()?;
+        let _slot = self
+            .slots
+            .take(&self.org.name, limit)
+            .await
+            .map_err(|e| ServiceError::Invalid(format!("cannot take a run slot: {e}")))??;
         let db = self.db.clone();
         let claw_id = row.id.clone();
         let component = tokio::task::spawn_blocking(move || db.claw_component(&claw_id))
@@ -747,7 +860,9 @@ impl Service {
         let pre = tokio::task::block_in_place(|| cage.prepare(&row.digest, &component))?;
         let context = self.run_context(&row, conversation_id);
         let run_id = context.run_id.clone();
-        let output = cage.run(&pre, context, self.llm.clone(), input).await?;
+        let output = cage
+            .run(&pre, context, self.llm.clone(), input, &limits)
+            .await?;
         let usage = self.run_usage(&run_id)?;
         Ok(RunReport {
             run_id,
@@ -791,14 +906,14 @@ impl Service {
         input: &str,
     ) -> Result<(RunReport, Vec<Vec<u8>>), ServiceError> {
         let row = self.claw(claw)?;
+        let limits = self.db.claw_limits(&row.id)?.apply(&self.limits);
         let component = self.db.claw_component(&row.id)?;
-        let cage = Cage::new_inspectable(self.host.limits.clone())
-            .map_err(|e| ServiceError::Engine(format!("{e:#}")))?;
+        let cage = Cage::new_inspectable().map_err(|e| ServiceError::Engine(format!("{e:#}")))?;
         let pre = cage.prepare(&row.digest, &component)?;
         let context = self.run_context(&row, conversation_id);
         let run_id = context.run_id.clone();
         let (output, memories) = cage
-            .run_and_dump_memory(&pre, context, self.llm.clone(), input)
+            .run_and_dump_memory(&pre, context, self.llm.clone(), input, &limits)
             .await?;
         let usage = self.run_usage(&run_id)?;
         let report = RunReport {

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::cage::LimitOverrides;
 use crate::metering::budgets::{Admission, Budget, RateLimit, Refusal};
 
 mod admission;
@@ -30,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_custody.sql"),
     include_str!("../migrations/0003_cost.sql"),
     include_str!("../migrations/0004_budgets.sql"),
+    include_str!("../migrations/0005_claw_limits.sql"),
     include_str!("../migrations/0007_tenancy.sql"),
 ];
 
@@ -425,6 +427,77 @@ impl Db for SqliteDb {
         self.conn().execute(
             "UPDATE claws SET key_id = ?2, model = ?3, updated_at_ms = ?4 WHERE id = ?1",
             params![claw_id, key_id, model, at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn claw_limits(&self, claw_id: &str) -> Result<LimitOverrides, DbError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT deadline_ms, fuel, memory_mib, table_elements, instances, llm_calls,
+                        max_value_kib
+                 FROM claw_limits WHERE claw_id = ?1",
+                [claw_id],
+                |r| {
+                    // Read as i64 (SQLite's integer), shown as u64; the
+                    // CHECKs keep them positive.
+                    let get = |i: usize| -> rusqlite::Result<Option<u64>> {
+                        Ok(r.get::<_, Option<i64>>(i)?.map(|v| v.max(1) as u64))
+                    };
+                    Ok(LimitOverrides {
+                        deadline_ms: get(0)?,
+                        fuel: get(1)?,
+                        memory_mib: get(2)?,
+                        table_elements: get(3)?,
+                        instances: get(4)?,
+                        llm_calls: get(5)?,
+                        max_value_kib: get(6)?,
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    fn claw_limits_set(&self, claw_id: &str, limits: &LimitOverrides) -> Result<(), DbError> {
+        let v = |x: Option<u64>| x.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        let conn = self.conn();
+        if limits.is_empty() {
+            conn.execute("DELETE FROM claw_limits WHERE claw_id = ?1", [claw_id])?;
+            return Ok(());
+        }
+        conn.execute(
+            "INSERT OR REPLACE INTO claw_limits (claw_id, deadline_ms, fuel, memory_mib,
+                 table_elements, instances, llm_calls, max_value_kib)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                claw_id,
+                v(limits.deadline_ms),
+                v(limits.fuel),
+                v(limits.memory_mib),
+                v(limits.table_elements),
+                v(limits.instances),
+                v(limits.llm_calls),
+                v(limits.max_value_kib)
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn org_concurrent_runs(&self, org_id: &str) -> Result<Option<u32>, DbError> {
+        let limit: Option<i64> = self.conn().query_row(
+            "SELECT concurrent_runs FROM orgs WHERE id = ?1",
+            [org_id],
+            |r| r.get(0),
+        )?;
+        Ok(limit.map(|l| u32::try_from(l).unwrap_or(u32::MAX)))
+    }
+
+    fn org_concurrent_runs_set(&self, org_id: &str, limit: Option<u32>) -> Result<(), DbError> {
+        self.conn().execute(
+            "UPDATE orgs SET concurrent_runs = ?2 WHERE id = ?1",
+            params![org_id, limit],
         )?;
         Ok(())
     }

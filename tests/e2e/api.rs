@@ -457,6 +457,16 @@ async fn a_claw_is_deployed_assigned_and_run_through_the_api() {
     );
     assert_eq!(dev.requests().len(), 2);
 
+    // Rate limits removed once; removing them again finds none.
+    let removed = api
+        .call(Some(&api.acme), "DELETE", "/v1/rate-limits?claw=c", None)
+        .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    let again = api
+        .call(Some(&api.acme), "DELETE", "/v1/rate-limits?claw=c", None)
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND, "{}", again.text);
+
     // Deleting the claw keeps its usage.
     let deleted = api
         .call(Some(&api.acme), "DELETE", "/v1/claws/c", None)
@@ -550,6 +560,33 @@ async fn bad_bodies_answer_400_with_a_message_that_says_what_to_do() {
             "{method} {path}: expected {expected:?} in {message:?}"
         );
     }
+    // Invisible characters in a conversation id.
+    let answer = api
+        .json(
+            &t,
+            "POST",
+            "/v1/claws/c/runs",
+            json!({"input": "x", "conversation_id": "conv\u{202E}1"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+    assert!(
+        answer.text.contains("visible characters"),
+        "{}",
+        answer.text
+    );
+    // A method a route does not take: the same error shape.
+    let answer = api.call(Some(&t), "PATCH", "/v1/keys", None).await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answer.body["error"]["code"], "method_not_allowed");
+    // The scheme is case-insensitive (RFC 7235).
+    let request = Request::builder()
+        .uri("/v1/org")
+        .header(header::AUTHORIZATION, format!("BEARER {t}"))
+        .body(Body::empty())
+        .expect("request");
+    let response = api.router.clone().oneshot(request).await.expect("answer");
+    assert_eq!(response.status(), StatusCode::OK);
     // A JSON route without a JSON content type.
     let answer = api
         .call(
@@ -628,6 +665,17 @@ async fn a_key_is_never_in_any_answer_after_it_is_added() {
         .text;
     let typo = json!({"name": "k3", "provider": OPENAI_KEY, "secret": OPENAI_KEY});
     seen += &api.json(&api.acme, "POST", "/v1/keys", typo).await.text;
+    // Pasted into the name or the base URL: refused, and not quoted back.
+    for misplaced in [
+        json!({"name": OPENAI_KEY, "provider": "openai", "secret": OPENAI_KEY}),
+        json!({"name": "k4", "provider": "openai", "base_url": OPENAI_KEY, "secret": OPENAI_KEY}),
+        json!({"name": OPENAI_KEY, "provider": "openai", "secret": "sk-other-0123456789abc"}),
+        json!({"name": "k5", "provider": "openai", "base_url": OPENAI_KEY, "secret": "sk-other-0123456789abc"}),
+    ] {
+        let answer = api.json(&api.acme, "POST", "/v1/keys", misplaced).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
+        seen += &answer.text;
+    }
     seen += &api
         .json(
             &api.acme,

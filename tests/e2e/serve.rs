@@ -268,6 +268,73 @@ fn sigterm_past_the_grace_period_cancels_and_records() {
     assert!(input > 0);
 }
 
+/// A claw spinning in guest code is cancelled too: guests yield to the host
+/// at every epoch tick, so dropping the run stops it.
+#[test]
+fn sigterm_past_the_grace_period_stops_a_spinning_claw() {
+    let dev = DevProvider::start();
+    let remote = Remote::start("1s");
+    remote.wire(&dev);
+    let file = claw("hostile-loop");
+    remote.ok(
+        &[
+            "claws",
+            "deploy",
+            file.to_str().expect("utf-8"),
+            "--name",
+            "spin",
+        ],
+        "",
+    );
+    // Neither its fuel nor its deadline would stop it for an hour.
+    remote.ok(
+        &[
+            "claws",
+            "limits",
+            "spin",
+            "--fuel",
+            "1000000000000000",
+            "--deadline-ms",
+            "3600000",
+        ],
+        "",
+    );
+    let client = remote
+        .env
+        .command(&[
+            "--server",
+            &remote.serve.url(),
+            "run",
+            "spin",
+            "--input",
+            "spin",
+        ])
+        .env("CLAWRUN_TOKEN", &remote.token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("client starts");
+    std::thread::sleep(Duration::from_millis(1500));
+    terminate(&remote.serve);
+    let mut serve = remote.serve;
+    let status = wait_exit(&mut serve.child, Duration::from_secs(60));
+    assert!(status.success());
+    let out = client.wait_with_output().expect("client ends");
+    assert!(!out.status.success());
+}
+
+#[test]
+fn org_with_server_is_refused() {
+    let remote = Remote::start("1s");
+    let out = remote.cli(&["--org", "other", "keys", "list"], "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the token in CLAWRUN_TOKEN decides"),
+        "{stderr}"
+    );
+}
+
 fn start_run(remote: &Remote) -> std::process::Child {
     remote
         .env

@@ -100,9 +100,11 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         use ServiceError as E;
         match e {
-            E::UnknownClaw(_) | E::UnknownKey(_) | E::UnknownOrg(_) | E::UnknownToken(_) => {
-                Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
-            }
+            E::UnknownClaw(_)
+            | E::UnknownKey(_)
+            | E::UnknownOrg(_)
+            | E::UnknownToken(_)
+            | E::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
             E::KeyRevoked(_) | E::Db(DbError::Conflict(_)) => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }

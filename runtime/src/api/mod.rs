@@ -139,6 +139,13 @@ pub fn router(host: Arc<Host>) -> Router {
                 "no such route: see /openapi.json",
             )
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method: see /openapi.json",
+            )
+        })
         .with_state(host)
         .layer(axum::middleware::from_fn(timeouts))
 }

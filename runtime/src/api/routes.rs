@@ -34,10 +34,8 @@ impl FromRequestParts<Arc<Host>> for Org {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.split_once(' '))
+            .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token))
             .map(|t| t.trim().to_owned())
             .ok_or_else(ApiError::unauthorized)?;
         let host = host.clone();
@@ -275,9 +273,18 @@ async fn runs_create(
 }
 
 fn check_conversation(id: &str) -> Result<(), ApiError> {
-    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+    // Control characters, and the invisible ones that reorder or hide text
+    // (bidirectional overrides, zero-width), would let one id pass for
+    // another in tables and logs.
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+    };
+    if id.is_empty() || id.chars().count() > 200 || id.chars().any(invisible) {
         return Err(ApiError::bad_request(
-            "conversation_id must be 1 to 200 printable characters",
+            "conversation_id must be 1 to 200 visible characters (no control, bidirectional or \
+             zero-width characters)",
         ));
     }
     Ok(())
@@ -382,21 +389,8 @@ pub fn budget_amount(tokens: Option<i64>, usd: Option<f64>) -> Result<(BudgetUni
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn budgets_remove(Org(svc): Org, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
-    let removed = blocking(svc, move |s| match s.budgets_remove(id) {
-        Ok(()) => Ok(true),
-        Err(ServiceError::Invalid(_)) => Ok(false),
-        Err(e) => Err(e),
-    })
-    .await?;
-    if removed {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no budget #{id}: see GET /v1/budgets"),
-        ))
-    }
+    blocking(svc, move |s| s.budgets_remove(id)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The organisation's rate limits.

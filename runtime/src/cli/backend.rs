@@ -29,18 +29,29 @@ pub struct Remote {
 impl Remote {
     /// A client of the host at `server`, with the token from `CLAWRUN_TOKEN`.
     pub fn new(server: &str) -> anyhow::Result<Self> {
-        let base = url::Url::parse(server)
-            .with_context(|| format!("--server `{server}` is not a URL like https://host:8080"))?;
-        if base.scheme() != "https"
-            && !base.host_str().is_some_and(|h| {
-                h == "localhost"
-                    || h.parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            })
-        {
+        let mut base =
+            url::Url::parse(server).context("--server is not a URL like https://host:8080")?;
+        if !base.username().is_empty() || base.password().is_some() {
+            bail!(
+                "--server must not hold a user name or password: the token goes in CLAWRUN_TOKEN"
+            );
+        }
+        let loopback = match base.host() {
+            Some(url::Host::Domain(h)) => h == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if base.scheme() != "https" && !loopback {
             bail!(
                 "--server must use https (plain http only to a loopback address): the token would cross the network in clear"
             );
+        }
+        // A host behind a path prefix (https://example.com/clawrun/): the
+        // API's paths are joined below it.
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
         }
         let token = std::env::var("CLAWRUN_TOKEN")
             .ok()

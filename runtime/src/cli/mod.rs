@@ -27,9 +27,10 @@ struct Cli {
     #[arg(long, global = true, env = "CLAWRUN_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
 
-    /// Organisation the local commands act in.
-    #[arg(long, global = true, env = "CLAWRUN_ORG", default_value = service::DEFAULT_ORG)]
-    org: String,
+    /// Organisation the local commands act in [default: default]. With
+    /// --server, the token decides the organisation.
+    #[arg(long, global = true, env = "CLAWRUN_ORG")]
+    org: Option<String>,
 
     /// Act on a remote host's API instead of the local data directory, with
     /// the API token in CLAWRUN_TOKEN.
@@ -448,10 +449,17 @@ fn data_dir(cli: &Cli) -> PathBuf {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let dir = data_dir(&cli);
+    if cli.server.is_some() && cli.org.is_some() {
+        bail!(
+            "--org (or CLAWRUN_ORG) names a local organisation; with --server the token in \
+             CLAWRUN_TOKEN decides which organisation acts: drop one of them"
+        );
+    }
+    let org = cli.org.as_deref().unwrap_or(service::DEFAULT_ORG);
     let backend = || -> anyhow::Result<Backend> {
         Ok(match &cli.server {
             Some(server) => Backend::Remote(Remote::new(server)?),
-            None => Backend::Local(Host::open(&dir)?.org(&cli.org)?),
+            None => Backend::Local(Host::open(&dir)?.org(org)?),
         })
     };
     let local_only = |what: &str| -> anyhow::Result<()> {
@@ -503,13 +511,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             reset,
         }) => {
             local_only("org limits")?;
-            let svc = Host::open(&dir)?.org(&cli.org)?;
+            let svc = Host::open(&dir)?.org(org)?;
             let limit = if reset || concurrent_runs.is_some() {
                 svc.set_concurrent_runs(concurrent_runs)?
             } else {
                 svc.concurrent_runs()?
             };
-            println!("organisation `{}`: concurrent runs {limit}", cli.org);
+            println!("organisation `{org}`: concurrent runs {limit}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve {

@@ -51,6 +51,9 @@ pub enum ServiceError {
     /// No claw of that name.
     #[error("no claw named `{0}`: deploy it with `clawrun claws deploy FILE.wasm --name {0}`")]
     UnknownClaw(String),
+    /// Nothing of that kind to change or remove; the text says what.
+    #[error("{0}")]
+    NotFound(String),
     /// No organisation of that name.
     #[error("no organisation named `{0}`: create it with `clawrun orgs create {0}`")]
     UnknownOrg(String),
@@ -393,10 +396,31 @@ impl Service {
         base_url: Option<&str>,
         secret: ProviderSecret,
     ) -> Result<KeyRow, ServiceError> {
-        check_name("key", name)?;
         check_secret(&secret)?;
+        // The fields beside the key are where a misplaced paste lands: a
+        // key there must be neither stored as a name nor quoted back.
+        let key = secret.expose();
+        let misplaced = |field: &str| key.len() >= 8 && field.contains(key);
+        if misplaced(name) || base_url.is_some_and(misplaced) {
+            return Err(ServiceError::Invalid(
+                "the API key was pasted into the name or base URL field: put it in the secret                  only"
+                    .into(),
+            ));
+        }
+        if check_name("key", name).is_err() {
+            return Err(ServiceError::Invalid(
+                "invalid key name: use 1 to 64 letters, digits, `-`, `_` or `.`, not starting                  with `.`"
+                    .into(),
+            ));
+        }
         let base_url = providers::validate_base_url(base_url.unwrap_or(kind.default_base_url()))
-            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+            .map_err(|e| match e {
+                providers::BaseUrlError::Invalid(_) => ServiceError::Invalid(
+                    "the base URL is not a valid URL: give it as the provider's SDK takes it,                      like https://api.openai.com/v1"
+                        .into(),
+                ),
+                other => ServiceError::Invalid(other.to_string()),
+            })?;
         let data_key = self.data_key()?;
         let id = new_id("key");
         let binding = KeyBinding {
@@ -558,8 +582,8 @@ impl Service {
         if self.db.budget_remove(&self.org.id, id)? {
             Ok(())
         } else {
-            Err(ServiceError::Invalid(format!(
-                "no budget #{id}: see `clawrun budgets list`"
+            Err(ServiceError::NotFound(format!(
+                "no budget #{id}: see `clawrun budgets list` (GET /v1/budgets)"
             )))
         }
     }
@@ -621,8 +645,9 @@ impl Service {
         if self.db.rate_limit_remove(&self.org.id, &target_id)? {
             Ok(())
         } else {
-            Err(ServiceError::Invalid(
-                "no rate limits are set there: see `clawrun limits list`".into(),
+            Err(ServiceError::NotFound(
+                "no rate limits are set there: see `clawrun limits list` (GET /v1/rate-limits)"
+                    .into(),
             ))
         }
     }
@@ -1014,6 +1039,17 @@ fn check_secret(secret: &ProviderSecret) -> Result<(), ServiceError> {
 /// Names of keys and claws: 1 to 64 of letters, digits, `-`, `_` and `.`,
 /// so they are safe in URLs, file names and tables.
 fn check_name(what: &str, name: &str) -> Result<(), ServiceError> {
+    // A provider key pasted into a name field would be stored and listed in
+    // the clear: refuse it, without quoting it back.
+    const KEY_PREFIXES: &[&str] = &[
+        "sk-", "sk_", "AIza", "gsk_", "xai-", "pplx-", "hf_", "r8_", "nvapi-",
+    ];
+    if name.len() >= 24 && KEY_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return Err(ServiceError::Invalid(format!(
+            "that {what} name looks like an API key: choose a plain name; a key goes only \
+             where it is asked for (stdin, the prompt, or the `secret` field)"
+        )));
+    }
     let ok = !name.is_empty()
         && !name.starts_with('.')
         && name.len() <= 64

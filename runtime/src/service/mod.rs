@@ -4,6 +4,7 @@
 pub mod llm;
 mod master;
 pub mod revocation;
+pub mod stream;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -17,7 +18,7 @@ use crate::db::{
 };
 use crate::metering::budgets::{Budget, BudgetPeriod, BudgetScope, BudgetUnit, RateLimit};
 use crate::metering::now_ms;
-use crate::providers::{self, ProviderKind};
+use crate::providers::{self, CompatibleConfig, ProviderKind};
 use crate::vault::{self, DataKey, KeyBinding, MasterKey, ProviderSecret, VaultError};
 use llm::LlmService;
 use revocation::KeyLocks;
@@ -196,11 +197,17 @@ impl Service {
             .org_by_name(DEFAULT_ORG)?
             .ok_or_else(|| ServiceError::NotInitialised(data_dir.to_owned()))?;
         let master = master::load_or_recover(data_dir, &*db, DEFAULT_ORG)?;
-        let http = providers::http_client().map_err(|e| ServiceError::Engine(e.to_string()))?;
+        let options = providers::ProviderOptions::from_env()
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let http = options
+            .client()
+            .map_err(|e| ServiceError::Engine(e.to_string()))?;
         let locks = Some(KeyLocks::new(data_dir));
         let prices = crate::metering::PriceTable::load(data_dir)
             .map_err(|e| ServiceError::Invalid(e.to_string()))?;
-        let llm = Arc::new(LlmService::new(db.clone(), master, http, locks, prices));
+        let llm = Arc::new(
+            LlmService::new(db.clone(), master, http, locks, prices).with_provider_options(options),
+        );
         Ok(Self {
             db,
             org,
@@ -256,9 +263,40 @@ impl Service {
         base_url: Option<&str>,
         secret: ProviderSecret,
     ) -> Result<KeyRow, ServiceError> {
+        self.keys_add_configured(name, kind, base_url, CompatibleConfig::default(), secret)
+    }
+
+    /// Stores a new provider key like [`Service::keys_add`], with the path
+    /// and auth header an `openai-compatible` server wants.
+    ///
+    /// # Errors
+    ///
+    /// As [`Service::keys_add`]; also when `compatible` is set for another
+    /// kind, is invalid, or an `openai-compatible` key has no base URL.
+    pub fn keys_add_configured(
+        &self,
+        name: &str,
+        kind: ProviderKind,
+        base_url: Option<&str>,
+        compatible: CompatibleConfig,
+        secret: ProviderSecret,
+    ) -> Result<KeyRow, ServiceError> {
         check_name("key", name)?;
         check_secret(&secret)?;
-        let base_url = providers::validate_base_url(base_url.unwrap_or(kind.default_base_url()))
+        if kind != ProviderKind::OpenAiCompatible && compatible != CompatibleConfig::default() {
+            return Err(ServiceError::Invalid(format!(
+                "--path, --auth-header and --auth-scheme are for `openai-compatible` keys; \
+                 `{kind}` keys use their provider's own"
+            )));
+        }
+        compatible.validate().map_err(ServiceError::Invalid)?;
+        let base_url = base_url.or(kind.default_base_url()).ok_or_else(|| {
+            ServiceError::Invalid(format!(
+                "`{kind}` keys need --base-url: the server's URL as its OpenAI SDK setting takes it, \
+                 like `http://localhost:11434/v1` for Ollama"
+            ))
+        })?;
+        let base_url = providers::validate_base_url(base_url)
             .map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let data_key = self.data_key()?;
         let id = new_id("key");
@@ -284,6 +322,9 @@ impl Service {
             created_at_ms: now_ms(),
             rotated_at_ms: None,
             revoked_at_ms: None,
+            api_path: compatible.path,
+            auth_header: compatible.auth_header,
+            auth_scheme: compatible.auth_scheme,
         };
         self.db.key_insert(&row, &self.audit("key.added", &row))?;
         tracing::info!(key_id = %row.id, provider = %row.provider, "key added");

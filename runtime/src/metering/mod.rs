@@ -84,7 +84,16 @@ pub fn record(
         kind,
         request,
     };
-    assemble(prices, &facts, usage, source, raw, model_returned, outcome, latency)
+    assemble(
+        prices,
+        &facts,
+        usage,
+        source,
+        raw,
+        model_returned,
+        outcome,
+        latency,
+    )
 }
 
 /// Who made a call, with which key, for what.

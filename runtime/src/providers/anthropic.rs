@@ -247,7 +247,12 @@ impl StreamDecoder {
                         );
                     }
                     Some("text") => {
-                        partial.text(content.get("text").and_then(Value::as_str).unwrap_or_default());
+                        partial.text(
+                            content
+                                .get("text")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default(),
+                        );
                     }
                     _ => {}
                 }
@@ -256,14 +261,20 @@ impl StreamDecoder {
                 let delta = v.get("delta").unwrap_or(&Value::Null);
                 match delta.get("type").and_then(Value::as_str) {
                     Some("text_delta") => {
-                        partial.text(delta.get("text").and_then(Value::as_str).unwrap_or_default());
+                        partial.text(
+                            delta
+                                .get("text")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default(),
+                        );
                     }
                     Some("input_json_delta") => {
                         let piece = delta
                             .get("partial_json")
                             .and_then(Value::as_str)
                             .unwrap_or_default();
-                        if let Some(&(_, index)) = self.tool_blocks.iter().find(|(b, _)| *b == block)
+                        if let Some(&(_, index)) =
+                            self.tool_blocks.iter().find(|(b, _)| *b == block)
                             && !piece.is_empty()
                         {
                             partial.tool_call(index, None, None, piece);
@@ -293,7 +304,9 @@ impl StreamDecoder {
             "error" => {
                 let kind = match v.pointer("/error/type").and_then(Value::as_str) {
                     Some("overloaded_error") => ProviderErrorKind::Overloaded,
-                    Some("rate_limit_error") => ProviderErrorKind::RateLimited { retry_after: None },
+                    Some("rate_limit_error") => {
+                        ProviderErrorKind::RateLimited { retry_after: None }
+                    }
                     Some("api_error") => ProviderErrorKind::Server,
                     _ => ProviderErrorKind::BadResponse,
                 };
@@ -304,7 +317,10 @@ impl StreamDecoder {
                 return Err(ProviderError::new(
                     kind,
                     0,
-                    message.chars().take(super::redact::MAX_ERROR_TEXT).collect::<String>(),
+                    message
+                        .chars()
+                        .take(super::redact::MAX_ERROR_TEXT)
+                        .collect::<String>(),
                 ));
             }
             // `ping` and event types added later.
@@ -345,9 +361,9 @@ pub fn usage(raw: &Value) -> Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::ProviderKind;
     use crate::providers::fixtures;
     use crate::providers::stream::ProviderStream;
-    use crate::providers::ProviderKind;
 
     #[test]
     fn stream_usage_is_the_latest_of_each_field_never_a_sum() {
@@ -374,7 +390,10 @@ mod tests {
 
     #[test]
     fn streamed_tool_input_is_put_together() {
-        let chunks: Vec<&[u8]> = fixtures::ANTHROPIC_TOOL_STREAM.as_bytes().chunks(5).collect();
+        let chunks: Vec<&[u8]> = fixtures::ANTHROPIC_TOOL_STREAM
+            .as_bytes()
+            .chunks(5)
+            .collect();
         let (_, partial, end) = ProviderStream::decode_all(ProviderKind::Anthropic, &chunks);
         end.expect("complete");
         let done = partial.completion();
@@ -388,7 +407,10 @@ mod tests {
                 arguments: r#"{"location": "San Francisco, CA"}"#.into(),
             }]
         );
-        assert_eq!((done.usage.input_tokens, done.usage.output_tokens), (472, 89));
+        assert_eq!(
+            (done.usage.input_tokens, done.usage.output_tokens),
+            (472, 89)
+        );
     }
 
     #[test]
@@ -401,7 +423,10 @@ mod tests {
         assert_eq!(err.kind, ProviderErrorKind::Overloaded);
         assert_eq!(err.message, "Overloaded");
         assert_eq!(partial.text, "Par");
-        assert_eq!(partial.usage.as_ref().map(|(_, u)| u.input_tokens), Some(12));
+        assert_eq!(
+            partial.usage.as_ref().map(|(_, u)| u.input_tokens),
+            Some(12)
+        );
     }
     use crate::providers::ToolDefinition;
 

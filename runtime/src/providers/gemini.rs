@@ -38,7 +38,10 @@ pub(super) fn prepare(
     request: &ChatRequest,
     stream: bool,
 ) -> Result<Prepared, ProviderError> {
-    let model = request.model.strip_prefix("models/").unwrap_or(&request.model);
+    let model = request
+        .model
+        .strip_prefix("models/")
+        .unwrap_or(&request.model);
     // The model is spliced into the path: refuse anything that could change
     // which path (or query) the key is sent to.
     if model.is_empty()
@@ -108,7 +111,10 @@ pub fn request_body(request: &ChatRequest) -> Result<Value, ProviderError> {
                             ProviderError::new(
                                 ProviderErrorKind::BadRequest,
                                 0,
-                                format!("arguments of tool call `{}` must be a JSON object", call.id),
+                                format!(
+                                    "arguments of tool call `{}` must be a JSON object",
+                                    call.id
+                                ),
                             )
                         })?;
                     names.insert(call.id.as_str(), call.name.as_str());
@@ -436,7 +442,9 @@ mod tests {
         let mut bad = request.clone();
         bad.model = "x/../../v1/files?key=".into();
         assert_eq!(
-            prepare(&endpoint, &secret, &bad, false).expect_err("refused").kind,
+            prepare(&endpoint, &secret, &bad, false)
+                .expect_err("refused")
+                .kind,
             ProviderErrorKind::BadRequest
         );
     }

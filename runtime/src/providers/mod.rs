@@ -367,7 +367,10 @@ impl CompatibleConfig {
             }
         }
         if let Some(scheme) = &self.auth_scheme
-            && (scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)))
+            && (scheme.is_empty()
+                || !scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)))
         {
             return Err(format!(
                 "--auth-scheme `{scheme}` must be one word like `Bearer`, or `none` for the bare key"
@@ -597,17 +600,41 @@ mod tests {
         assert!(ok.validate().is_ok());
         assert_eq!(ok.auth_scheme(), None);
         for bad in [
-            CompatibleConfig { path: Some("chat".into()), ..Default::default() },
-            CompatibleConfig { path: Some("/a/../b".into()), ..Default::default() },
-            CompatibleConfig { path: Some("/a#b".into()), ..Default::default() },
-            CompatibleConfig { auth_header: Some("Host".into()), ..Default::default() },
-            CompatibleConfig { auth_header: Some("x y".into()), ..Default::default() },
-            CompatibleConfig { auth_scheme: Some("Bearer x".into()), ..Default::default() },
+            CompatibleConfig {
+                path: Some("chat".into()),
+                ..Default::default()
+            },
+            CompatibleConfig {
+                path: Some("/a/../b".into()),
+                ..Default::default()
+            },
+            CompatibleConfig {
+                path: Some("/a#b".into()),
+                ..Default::default()
+            },
+            CompatibleConfig {
+                auth_header: Some("Host".into()),
+                ..Default::default()
+            },
+            CompatibleConfig {
+                auth_header: Some("x y".into()),
+                ..Default::default()
+            },
+            CompatibleConfig {
+                auth_scheme: Some("Bearer x".into()),
+                ..Default::default()
+            },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
         assert_eq!(CompatibleConfig::default().auth_scheme(), Some("Bearer"));
-        let other = CompatibleConfig { auth_header: Some("X-Api-Key".into()), ..Default::default() };
-        assert_eq!((other.auth_header().as_str(), other.auth_scheme()), ("x-api-key", None));
+        let other = CompatibleConfig {
+            auth_header: Some("X-Api-Key".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            (other.auth_header().as_str(), other.auth_scheme()),
+            ("x-api-key", None)
+        );
     }
 }

@@ -49,7 +49,10 @@ pub(super) fn prepare(
             None => secret.expose().to_owned(),
         };
         headers.insert(name, secret_header(&value)?);
-        if let Some(cap) = body.as_object_mut().and_then(|b| b.remove("max_completion_tokens")) {
+        if let Some(cap) = body
+            .as_object_mut()
+            .and_then(|b| b.remove("max_completion_tokens"))
+        {
             body["max_tokens"] = cap;
         }
         endpoint.compatible.url(&endpoint.base_url)
@@ -218,7 +221,10 @@ impl StreamDecoder {
             return Err(ProviderError::new(
                 ProviderErrorKind::BadResponse,
                 0,
-                message.chars().take(super::redact::MAX_ERROR_TEXT).collect::<String>(),
+                message
+                    .chars()
+                    .take(super::redact::MAX_ERROR_TEXT)
+                    .collect::<String>(),
             ));
         }
         partial.model(v.get("model").and_then(Value::as_str));
@@ -247,7 +253,8 @@ impl StreamDecoder {
                         .unwrap_or_default(),
                 );
             }
-            if let Some(reason) = finish_reason(choice.get("finish_reason").and_then(Value::as_str)) {
+            if let Some(reason) = finish_reason(choice.get("finish_reason").and_then(Value::as_str))
+            {
                 partial.finish = Some(reason);
             }
         }
@@ -428,7 +435,8 @@ mod tests {
         let secret = ProviderSecret::new("azure-key-0123456789".into());
         let mut endpoint = Endpoint::new(
             ProviderKind::OpenAiCompatible,
-            validate_base_url("https://res.openai.azure.com/openai/deployments/gpt4o").expect("valid"),
+            validate_base_url("https://res.openai.azure.com/openai/deployments/gpt4o")
+                .expect("valid"),
         );
         endpoint.compatible = CompatibleConfig {
             path: Some("/chat/completions?api-version=2024-10-21".into()),

@@ -186,7 +186,10 @@ mod tests {
                 rest = &rest[cut..];
             }
             out.push_str(&scrubber.flush(&secret));
-            assert_eq!(out, "before [redacted] middle [redacted] é after", "pieces of {size}");
+            assert_eq!(
+                out, "before [redacted] middle [redacted] é after",
+                "pieces of {size}"
+            );
         }
     }
 

@@ -134,9 +134,8 @@ mod tests {
 
     #[test]
     fn events_with_types_and_multiline_data() {
-        let events = parse_all(&[
-            b"event: message_start\ndata: {\"a\":1}\n\ndata: one\ndata: two\n\n",
-        ]);
+        let events =
+            parse_all(&[b"event: message_start\ndata: {\"a\":1}\n\ndata: one\ndata: two\n\n"]);
         assert_eq!(
             events,
             vec![
@@ -157,9 +156,7 @@ mod tests {
         let crlf: Vec<u8> = String::from_utf8_lossy(lf)
             .replace('\n', "\r\n")
             .into_bytes();
-        let cr: Vec<u8> = String::from_utf8_lossy(lf)
-            .replace('\n', "\r")
-            .into_bytes();
+        let cr: Vec<u8> = String::from_utf8_lossy(lf).replace('\n', "\r").into_bytes();
         for text in [lf.to_vec(), crlf, cr] {
             for split in 0..=text.len() {
                 let (a, b) = text.split_at(split);
@@ -172,7 +169,8 @@ mod tests {
 
     #[test]
     fn comments_bom_and_fields_without_space_or_value() {
-        let events = parse_all(&[b"\xEF\xBB\xBF:hello\ndata:tight\nid: 7\nretry: 10\nfoo\n\ndata\n\n"]);
+        let events =
+            parse_all(&[b"\xEF\xBB\xBF:hello\ndata:tight\nid: 7\nretry: 10\nfoo\n\ndata\n\n"]);
         assert_eq!(events, vec![data(None, "tight"), data(None, "")]);
     }
 

@@ -153,7 +153,9 @@ pub(super) fn secret_header(value: &str) -> Result<HeaderValue, ProviderError> {
     Ok(header)
 }
 
-/// One request, ready to send (and to send again).
+/// One request, ready to send (and to send again). Its `Debug` shows the
+/// key header as `Sensitive`.
+#[derive(Debug)]
 pub(super) struct Prepared {
     pub url: Url,
     pub headers: HeaderMap,
@@ -186,7 +188,9 @@ pub(super) async fn send(
                 let status = response.status().as_u16();
                 let headers = response.headers().clone();
                 // An error body is small; read it within the same caps.
-                let body = read_body(response, options, deadline).await.unwrap_or_default();
+                let body = read_body(response, options, deadline)
+                    .await
+                    .unwrap_or_default();
                 ProviderError::from_status(status, &headers, &body, secret)
             }
             Ok(Err(e)) if e.is_connect() => ProviderError::transport(&e),
@@ -324,7 +328,10 @@ mod tests {
                     .backoff
                     .saturating_mul(1 << (attempt - 1).min(10))
                     .min(Duration::from_secs(30));
-                assert!(wait >= full / 2 && wait <= full, "{kind:?} {attempt}: {wait:?}");
+                assert!(
+                    wait >= full / 2 && wait <= full,
+                    "{kind:?} {attempt}: {wait:?}"
+                );
             }
         }
         for kind in [

@@ -288,13 +288,9 @@ impl Driver {
                 Some(&Err(e.clone())),
                 latency,
             ),
-            other => metering::record_partial(
-                prices,
-                &self.facts(),
-                &partial,
-                &other.outcome(),
-                latency,
-            ),
+            other => {
+                metering::record_partial(prices, &self.facts(), &partial, &other.outcome(), latency)
+            }
         }
     }
 
@@ -314,7 +310,8 @@ impl Driver {
         let audit = self
             .service
             .audit(&self.run, &self.target, "key.used", &record.outcome);
-        let (db, written, reservation) = (self.service.db.clone(), record.clone(), self.reservation);
+        let (db, written, reservation) =
+            (self.service.db.clone(), record.clone(), self.reservation);
         blocking(move || db.record_call(&written, &audit, reservation)).await?;
         Ok(record)
     }

@@ -9,4 +9,7 @@ mod deploy;
 mod keys;
 mod leaks;
 mod metering;
+mod providers;
+mod resilience;
 mod runs;
+mod streams;

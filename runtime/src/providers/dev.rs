@@ -48,8 +48,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -407,10 +407,12 @@ fn answer(
             .filter(|v| !v.is_empty())
     };
     let key_present = match format {
-        Format::OpenAi => header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|k| !k.is_empty())
-            || header("api-key").is_some(),
+        Format::OpenAi => {
+            header("authorization")
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .is_some_and(|k| !k.is_empty())
+                || header("api-key").is_some()
+        }
         Format::Anthropic => header("x-api-key").is_some(),
         Format::Gemini => header("x-goog-api-key").is_some(),
     };
@@ -448,7 +450,10 @@ fn answer(
         .unwrap_or(4096);
     let mut reply = conv.reply(model, max_tokens);
     if let Some(words) = fault.and_then(|f| f.reply_words) {
-        reply.text = (1..=words).map(|i| format!("word{i}")).collect::<Vec<_>>().join(" ");
+        reply.text = (1..=words)
+            .map(|i| format!("word{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         reply.output = tokens(reply.text.len());
         reply.calls.clear();
         reply.finish = "stop";
@@ -617,8 +622,12 @@ impl Conversation {
             .into_iter()
             .flatten()
         {
-            conv.prompt_chars
-                .push(part.get("text").and_then(Value::as_str).unwrap_or_default().len());
+            conv.prompt_chars.push(
+                part.get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .len(),
+            );
         }
         for m in req
             .get("contents")
@@ -627,7 +636,12 @@ impl Conversation {
             .flatten()
         {
             let user = m.get("role").and_then(Value::as_str) != Some("model");
-            for part in m.get("parts").and_then(Value::as_array).into_iter().flatten() {
+            for part in m
+                .get("parts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(text) = part.get("text").and_then(Value::as_str) {
                     conv.prompt_chars.push(text.len());
                     if user {
@@ -646,7 +660,10 @@ impl Conversation {
                         .unwrap_or_default();
                     let out = match response.pointer("/response/result") {
                         Some(Value::String(s)) => s.clone(),
-                        _ => response.get("response").map(Value::to_string).unwrap_or_default(),
+                        _ => response
+                            .get("response")
+                            .map(Value::to_string)
+                            .unwrap_or_default(),
                     };
                     conv.prompt_chars.push(out.len());
                     conv.tool_results.push((name.into(), out));
@@ -896,7 +913,11 @@ impl Reply {
     }
 
     fn gemini_finish(&self) -> &'static str {
-        if self.finish == "length" { "MAX_TOKENS" } else { "STOP" }
+        if self.finish == "length" {
+            "MAX_TOKENS"
+        } else {
+            "STOP"
+        }
     }
 
     fn gemini(&self) -> Value {
@@ -937,60 +958,91 @@ impl Reply {
         match format {
             Format::OpenAi => {
                 let chunk = |delta: Value, finish: Value| {
-                    data(json!({"id": "chatcmpl-dev", "object": "chat.completion.chunk",
+                    data(
+                        json!({"id": "chatcmpl-dev", "object": "chat.completion.chunk",
                         "created": 1_764_000_000, "model": self.model,
                         "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-                        "usage": null}))
+                        "usage": null}),
+                    )
                 };
-                frames.push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+                frames.push(chunk(
+                    json!({"role": "assistant", "content": ""}),
+                    Value::Null,
+                ));
                 for w in &words {
                     frames.push(chunk(json!({"content": w}), Value::Null));
                 }
                 for (i, (id, name, args)) in self.calls.iter().enumerate() {
                     let args = args.to_string();
                     let (a, b) = args.split_at(args.len() / 2);
-                    frames.push(chunk(json!({"tool_calls": [{"index": i, "id": id, "type": "function",
-                        "function": {"name": name, "arguments": a}}]}), Value::Null));
-                    frames.push(chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": b}}]}), Value::Null));
+                    frames.push(chunk(
+                        json!({"tool_calls": [{"index": i, "id": id, "type": "function",
+                        "function": {"name": name, "arguments": a}}]}),
+                        Value::Null,
+                    ));
+                    frames.push(chunk(
+                        json!({"tool_calls": [{"index": i, "function": {"arguments": b}}]}),
+                        Value::Null,
+                    ));
                 }
                 frames.push(chunk(json!({}), json!(self.finish)));
                 usage = include_usage.then(|| self.openai_usage());
                 if let Some(u) = &usage {
-                    frames.push(data(json!({"id": "chatcmpl-dev", "object": "chat.completion.chunk",
-                        "created": 1_764_000_000, "model": self.model, "choices": [], "usage": u})));
+                    frames.push(data(
+                        json!({"id": "chatcmpl-dev", "object": "chat.completion.chunk",
+                        "created": 1_764_000_000, "model": self.model, "choices": [], "usage": u}),
+                    ));
                 }
                 frames.push("data: [DONE]\n\n".into());
             }
             Format::Anthropic => {
                 let output = self.output + self.reasoning;
-                frames.push(event("message_start", json!({"type": "message_start", "message": {
+                frames.push(event(
+                    "message_start",
+                    json!({"type": "message_start", "message": {
                     "id": "msg_dev", "type": "message", "role": "assistant", "model": self.model,
                     "content": [], "stop_reason": null, "stop_sequence": null,
-                    "usage": self.anthropic_usage(1)}})));
+                    "usage": self.anthropic_usage(1)}}),
+                ));
                 frames.push(event("ping", json!({"type": "ping"})));
                 let mut block = 0;
                 if !self.text.is_empty() {
-                    frames.push(event("content_block_start", json!({"type": "content_block_start",
-                        "index": 0, "content_block": {"type": "text", "text": ""}})));
+                    frames.push(event(
+                        "content_block_start",
+                        json!({"type": "content_block_start",
+                        "index": 0, "content_block": {"type": "text", "text": ""}}),
+                    ));
                     for w in &words {
-                        frames.push(event("content_block_delta", json!({"type": "content_block_delta",
-                            "index": 0, "delta": {"type": "text_delta", "text": w}})));
+                        frames.push(event(
+                            "content_block_delta",
+                            json!({"type": "content_block_delta",
+                            "index": 0, "delta": {"type": "text_delta", "text": w}}),
+                        ));
                     }
-                    frames.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+                    frames.push(event(
+                        "content_block_stop",
+                        json!({"type": "content_block_stop", "index": 0}),
+                    ));
                     block = 1;
                 }
                 for (i, (id, name, args)) in self.calls.iter().enumerate() {
                     let index = block + i;
                     let args = args.to_string();
                     let (a, b) = args.split_at(args.len() / 2);
-                    frames.push(event("content_block_start", json!({"type": "content_block_start",
+                    frames.push(event(
+                        "content_block_start",
+                        json!({"type": "content_block_start",
                         "index": index, "content_block": {"type": "tool_use",
-                        "id": id.replace("call_", "toolu_"), "name": name, "input": {}}})));
+                        "id": id.replace("call_", "toolu_"), "name": name, "input": {}}}),
+                    ));
                     for piece in [a, b] {
                         frames.push(event("content_block_delta", json!({"type": "content_block_delta",
                             "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}})));
                     }
-                    frames.push(event("content_block_stop", json!({"type": "content_block_stop", "index": index})));
+                    frames.push(event(
+                        "content_block_stop",
+                        json!({"type": "content_block_stop", "index": index}),
+                    ));
                 }
                 let stop = match self.finish {
                     "tool_calls" => "tool_use",
@@ -999,12 +1051,18 @@ impl Reply {
                 };
                 // Two message_delta events, each with cumulative counts: a
                 // client that adds them up counts the output twice.
-                frames.push(event("message_delta", json!({"type": "message_delta",
+                frames.push(event(
+                    "message_delta",
+                    json!({"type": "message_delta",
                     "delta": {"stop_reason": null, "stop_sequence": null},
-                    "usage": {"output_tokens": output / 2}})));
-                frames.push(event("message_delta", json!({"type": "message_delta",
+                    "usage": {"output_tokens": output / 2}}),
+                ));
+                frames.push(event(
+                    "message_delta",
+                    json!({"type": "message_delta",
                     "delta": {"stop_reason": stop, "stop_sequence": null},
-                    "usage": self.anthropic_usage(output)})));
+                    "usage": self.anthropic_usage(output)}),
+                ));
                 frames.push(event("message_stop", json!({"type": "message_stop"})));
                 usage = Some(self.anthropic_usage(output));
             }
@@ -1014,7 +1072,8 @@ impl Reply {
                 for (i, w) in words.iter().enumerate() {
                     sent = self.output * (i as u64 + 1) / n as u64;
                     let last = i + 1 == words.len() && self.calls.is_empty();
-                    let mut candidate = json!({"content": {"role": "model", "parts": [{"text": w}]}, "index": 0});
+                    let mut candidate =
+                        json!({"content": {"role": "model", "parts": [{"text": w}]}, "index": 0});
                     if last {
                         candidate["finishReason"] = json!(self.gemini_finish());
                     }
@@ -1025,12 +1084,16 @@ impl Reply {
                     let parts: Vec<Value> = self
                         .calls
                         .iter()
-                        .map(|(_, name, args)| json!({"functionCall": {"name": name, "args": args}}))
+                        .map(
+                            |(_, name, args)| json!({"functionCall": {"name": name, "args": args}}),
+                        )
                         .collect();
                     sent = self.output;
-                    frames.push(data(json!({"candidates": [{"content": {"role": "model", "parts": parts},
+                    frames.push(data(
+                        json!({"candidates": [{"content": {"role": "model", "parts": parts},
                         "finishReason": self.gemini_finish(), "index": 0}],
-                        "usageMetadata": self.gemini_usage(sent), "modelVersion": self.model})));
+                        "usageMetadata": self.gemini_usage(sent), "modelVersion": self.model}),
+                    ));
                 }
                 usage = Some(self.gemini_usage(sent));
             }

@@ -263,7 +263,13 @@ impl ProviderStream {
             let chunk = tokio::time::timeout_at(self.deadline, response.chunk())
                 .await
                 .map_err(|_| ProviderError::timeout())?
-                .map_err(|e| ProviderError::transport(&e))?;
+                .map_err(|e| {
+                    if e.is_timeout() {
+                        ProviderError::timeout()
+                    } else {
+                        ProviderError::bad_response("the connection broke off mid-stream")
+                    }
+                })?;
             let Some(chunk) = chunk else {
                 self.response = None;
                 if self.decoder.complete_at_eof(&self.partial) {

@@ -161,15 +161,11 @@ impl Decoder {
     }
 
     /// Whether a stream that ended here is complete, though the format's
-    /// own end marker may be missing.
+    /// own end marker may be missing: `[DONE]` and `message_stop` are often
+    /// lost by proxies, and Gemini sends none; a finish reason means the
+    /// reply itself was whole.
     fn complete_at_eof(&self, partial: &Partial) -> bool {
-        match self {
-            // `[DONE]` and `message_stop` are often lost by proxies; a
-            // finish reason means the reply itself was whole.
-            Decoder::OpenAi(_) | Decoder::Anthropic(_) | Decoder::Gemini(_) => {
-                partial.finish.is_some()
-            }
-        }
+        partial.finish.is_some()
     }
 }
 
@@ -310,9 +306,9 @@ impl ProviderStream {
 pub(super) fn decoder_for(kind: super::ProviderKind) -> Decoder {
     use super::ProviderKind as K;
     match kind {
-        K::OpenAi | K::OpenAiCompatible => Decoder::OpenAi(openai::StreamDecoder::default()),
+        K::OpenAi | K::OpenAiCompatible => Decoder::OpenAi(openai::StreamDecoder),
         K::Anthropic => Decoder::Anthropic(anthropic::StreamDecoder::default()),
-        K::Gemini => Decoder::Gemini(gemini::StreamDecoder::default()),
+        K::Gemini => Decoder::Gemini(gemini::StreamDecoder),
     }
 }
 

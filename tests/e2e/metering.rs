@@ -262,7 +262,7 @@ fn serve_exposes_token_and_duration_histograms() {
     env.wire(&dev, "openai", "hello", "gpt-4o-mini");
     env.run_claw("hello", "c", "one");
     env.run_claw("hello", "c", "two");
-    dev.fault(json!({"status": 500}));
+    dev.fault(json!({"status": 500, "times": 4}));
     env.fails(&["run", "hello", "--input", "x"], "");
 
     let mut serve = env

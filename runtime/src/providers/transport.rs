@@ -3,7 +3,8 @@
 //!
 //! A request is retried when the provider refused it before doing any work:
 //! 429 (after its `retry-after`, when it gives one), 5xx, Anthropic's 529,
-//! and connections that could not be made. Nothing is retried once a
+//! and connections that could not be made; a 429 asking for a wait longer
+//! than [`MAX_RETRY_WAIT`] goes back to the claw at once. Nothing is retried once a
 //! successful answer has started, nor after a timeout waiting for one (the
 //! provider may have read the prompt and be billing it). Every attempt
 //! stays within the call's deadline: a retry whose wait would pass it is not
@@ -20,6 +21,11 @@ use crate::vault::ProviderSecret;
 
 /// Default of [`ProviderOptions::max_response_bytes`].
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The longest `retry-after` the host waits out itself; a provider asking
+/// for longer is answered at once with `rate-limited`, leaving the wait to
+/// the claw.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 
 /// The longest `retry-after` passed on to a claw.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -227,7 +233,7 @@ fn retry_wait(error: &ProviderError, attempt: u32, options: &ProviderOptions) ->
     match error.kind {
         ProviderErrorKind::RateLimited {
             retry_after: Some(after),
-        } => Some(after),
+        } => (after <= MAX_RETRY_WAIT).then_some(after),
         ProviderErrorKind::RateLimited { retry_after: None }
         | ProviderErrorKind::Overloaded
         | ProviderErrorKind::Server
@@ -316,6 +322,10 @@ mod tests {
             ),
             Some(after)
         );
+        let long = ProviderErrorKind::RateLimited {
+            retry_after: Some(MAX_RETRY_WAIT + Duration::from_secs(1)),
+        };
+        assert_eq!(retry_wait(&error(long), 1, &options), None);
         for kind in [
             ProviderErrorKind::RateLimited { retry_after: None },
             ProviderErrorKind::Overloaded,

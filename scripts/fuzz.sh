@@ -19,7 +19,7 @@ fi
 
 # The fuzz crate has its own target directory: its instrumented build
 # shares nothing with the host's.
-for target in deploy llm_request; do
+for target in deploy llm_request sse; do
   echo "fuzz.sh: $target for ${seconds}s"
   cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=4096
 done

@@ -118,6 +118,28 @@ impl Chat {
     pub fn send(&self) -> Result<Completion, LlmError> {
         call(&self.request)
     }
+
+    /// Sends the conversation and streams the reply, as
+    /// [`stream`](crate::stream()) does.
+    ///
+    /// ```no_run
+    /// use claw_sdk::{Chat, StreamEvent};
+    ///
+    /// for event in Chat::new().user("Count to ten.").stream()? {
+    ///     if let StreamEvent::TextDelta(text) = event? {
+    ///         print!("{text}");
+    ///     }
+    /// }
+    /// # Ok::<(), claw_sdk::LlmError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`call`], for errors found before the reply starts; later ones
+    /// come from the stream.
+    pub fn stream(&self) -> Result<crate::Stream, LlmError> {
+        crate::stream(&self.request)
+    }
 }
 
 impl Message {

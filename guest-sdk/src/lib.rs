@@ -28,12 +28,16 @@
 //! Build it with `cargo build --release --target wasm32-wasip2`, then deploy
 //! the `.wasm` file with `clawrun claws deploy`.
 //!
+//! [`Chat::stream`] streams the reply instead: a [`Stream`] yields text
+//! and tool-call deltas as the model writes them.
+//!
 //! The module [`tool`] attributes the model calls that a tool's code makes to
 //! that tool invocation, so usage can be read per tool call.
 
 pub mod tool;
 
 mod chat;
+mod stream;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -55,10 +59,11 @@ pub mod bindings {
 
 pub use bindings::Guest as Claw;
 pub use bindings::clawrun::claw::types::{
-    ChatRequest, Completion, FinishReason, LlmError, Message, ProviderError, Role, ToolCall,
-    ToolDefinition, Usage,
+    ChatRequest, Completion, FinishReason, LlmError, Message, ProviderError, Role, StreamEvent,
+    ToolCall, ToolCallDelta, ToolDefinition, Usage,
 };
 pub use chat::{Chat, ask, call};
+pub use stream::{Stream, stream};
 
 /// Exports a type implementing [`Claw`] as the claw's entry point.
 ///

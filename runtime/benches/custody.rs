@@ -57,6 +57,9 @@ fn custody(c: &mut Criterion) {
                 revoked_at_ms: None,
                 scan_len: len as i64,
                 scan_hash: hash as i64,
+                api_path: None,
+                auth_header: None,
+                auth_scheme: None,
             },
             &Default::default(),
         )

@@ -214,10 +214,12 @@ fn provider_garbage_and_server_errors_reach_the_claw_as_typed_errors() {
         "{err}"
     );
 
-    dev.fault(serde_json::json!({"status": 500}));
+    // A 500 is retried: it fails the claw when every attempt gets one.
+    dev.fault(serde_json::json!({"status": 500, "times": 4}));
     let err = env.fails(&["run", "hello", "--input", "x"], "");
     assert!(err.contains("provider error 500: injected fault"), "{err}");
 
+    // A 429 asking for a longer wait than the host waits out itself.
     dev.fault(serde_json::json!({"status": 429, "retry_after": 7}));
     let err = env.fails(&["run", "hello", "--input", "x"], "");
     assert!(err.contains("rate limited; retry after 7000 ms"), "{err}");
@@ -251,7 +253,8 @@ fn anthropic_overloaded_maps_to_a_provider_error() {
     let dev = DevProvider::start();
     let env = Env::new();
     env.wire(&dev, "anthropic", "hello", "claude-x");
-    dev.fault(serde_json::json!({"status": 529}));
+    // Retried like a 5xx; fails the claw when every attempt gets one.
+    dev.fault(serde_json::json!({"status": 529, "times": 4}));
     let err = env.fails(&["run", "hello", "--input", "x"], "");
     assert!(err.contains("provider error 529"), "{err}");
 }

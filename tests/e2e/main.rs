@@ -11,5 +11,8 @@ mod hostile;
 mod keys;
 mod leaks;
 mod metering;
+mod providers;
+mod resilience;
 mod runs;
 mod serve;
+mod streams;

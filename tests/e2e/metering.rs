@@ -261,7 +261,7 @@ fn serve_exposes_token_and_duration_histograms() {
     env.wire(&dev, "openai", "hello", "gpt-4o-mini");
     env.run_claw("hello", "c", "one");
     env.run_claw("hello", "c", "two");
-    dev.fault(json!({"status": 500}));
+    dev.fault(json!({"status": 500, "times": 4}));
     env.fails(&["run", "hello", "--input", "x"], "");
 
     let serve = env.serve(&["--metrics-listen", "127.0.0.1:0"]);

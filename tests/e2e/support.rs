@@ -13,6 +13,18 @@ use serde_json::Value;
 /// anything else.
 pub const OPENAI_KEY: &str = "sk-proj-e2eTESTkey-7f3a9c1d5b2e8f4a6c0d9e1b3QxZa";
 pub const ANTHROPIC_KEY: &str = "sk-ant-api03-e2eTESTkey-4c8e2a6f0b9d1c3e5a7b-Wq9P";
+pub const GEMINI_KEY: &str = "AIzaSyE2eTESTkey-9b7d5f3a1c8e6b4d2f0aGm";
+pub const COMPATIBLE_KEY: &str = "gsk_e2eTESTkey_5e1a9c3f7b2d8e4a6c0fCmp";
+
+/// The test key of each provider kind.
+pub fn key_for(provider: &str) -> &'static str {
+    match provider {
+        "openai" => OPENAI_KEY,
+        "anthropic" => ANTHROPIC_KEY,
+        "gemini" => GEMINI_KEY,
+        _ => COMPATIBLE_KEY,
+    }
+}
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -86,7 +98,7 @@ impl DevProvider {
 
     pub fn base_url(&self, provider: &str) -> String {
         match provider {
-            "openai" => format!("http://{}/v1", self.addr),
+            "openai" | "openai-compatible" => format!("http://{}/v1", self.addr),
             _ => format!("http://{}", self.addr),
         }
     }
@@ -315,25 +327,33 @@ impl Env {
     /// Adds a key for `provider` pointing at `dev`, deploys `claw` and
     /// assigns it that key and `model`.
     pub fn wire(&self, dev: &DevProvider, provider: &str, claw_name: &str, model: &str) {
-        let key = if provider == "openai" {
-            OPENAI_KEY
-        } else {
-            ANTHROPIC_KEY
-        };
+        self.wire_with(dev, provider, claw_name, model, &[]);
+    }
+
+    /// [`Env::wire`] with more `keys add` flags.
+    pub fn wire_with(
+        &self,
+        dev: &DevProvider,
+        provider: &str,
+        claw_name: &str,
+        model: &str,
+        flags: &[&str],
+    ) {
+        let key = key_for(provider);
         let key_name = format!("{provider}-key");
         if !self.ok(&["keys", "list"]).contains(&key_name) {
-            self.ok_with_stdin(
-                &[
-                    "keys",
-                    "add",
-                    &key_name,
-                    "--provider",
-                    provider,
-                    "--base-url",
-                    &dev.base_url(provider),
-                ],
-                &format!("{key}\n"),
-            );
+            let base_url = dev.base_url(provider);
+            let mut args = vec![
+                "keys",
+                "add",
+                &key_name,
+                "--provider",
+                provider,
+                "--base-url",
+                &base_url,
+            ];
+            args.extend_from_slice(flags);
+            self.ok_with_stdin(&args, &format!("{key}\n"));
         }
         let file = claw(claw_name);
         self.ok(&[
@@ -381,6 +401,34 @@ impl Env {
             addr,
             metrics,
         }
+    }
+
+    /// Every usage record, oldest first, as JSON objects with the columns
+    /// tests look at.
+    pub fn usage_records(&self) -> Vec<Value> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare(
+                "SELECT outcome, source, input_tokens, output_tokens, cache_read_tokens, \
+                 cache_write_tokens, reasoning_tokens, provider, raw_usage FROM usage_records ORDER BY id",
+            )
+            .expect("prepares");
+        stmt.query_map([], |r| {
+            Ok(serde_json::json!({
+                "outcome": r.get::<_, String>(0)?,
+                "source": r.get::<_, String>(1)?,
+                "input_tokens": r.get::<_, i64>(2)?,
+                "output_tokens": r.get::<_, i64>(3)?,
+                "cache_read_tokens": r.get::<_, i64>(4)?,
+                "cache_write_tokens": r.get::<_, i64>(5)?,
+                "reasoning_tokens": r.get::<_, i64>(6)?,
+                "provider": r.get::<_, String>(7)?,
+                "raw_usage": r.get::<_, Option<String>>(8)?,
+            }))
+        })
+        .expect("queries")
+        .collect::<Result<_, _>>()
+        .expect("rows")
     }
 
     /// A read-only connection to the database, as an operator with file

@@ -118,8 +118,19 @@ async fn keys_add(
             ApiError::bad_request(e.to_string().replace(&format!("`{}`", e.0), "given"))
         })?;
     let secret = ProviderSecret::new(body.secret.expose_secret().to_owned());
+    let compatible = crate::providers::CompatibleConfig {
+        path: body.path.clone(),
+        auth_header: body.auth_header.clone(),
+        auth_scheme: body.auth_scheme.clone(),
+    };
     let row = blocking(svc, move |s| {
-        s.keys_add(&body.name, kind, body.base_url.as_deref(), secret)
+        s.keys_add_configured(
+            &body.name,
+            kind,
+            body.base_url.as_deref(),
+            compatible,
+            secret,
+        )
     })
     .await?;
     Ok((StatusCode::CREATED, axum::Json(KeyView::from(&row))))

@@ -25,6 +25,15 @@ pub struct KeyView {
     pub provider: String,
     /// Base URL requests go to.
     pub base_url: String,
+    /// Path after the base URL (`openai-compatible` keys).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Header carrying the key (`openai-compatible` keys).
+    #[serde(default)]
+    pub auth_header: Option<String>,
+    /// Word before the key in that header (`openai-compatible` keys).
+    #[serde(default)]
+    pub auth_scheme: Option<String>,
     /// Prefix and last four characters, to recognise the key.
     pub hint: String,
     /// Keyed fingerprint: equal for equal keys of this organisation.
@@ -48,6 +57,9 @@ impl From<&KeyRow> for KeyView {
             id: k.id.clone(),
             provider: k.provider.clone(),
             base_url: k.base_url.clone(),
+            path: k.api_path.clone(),
+            auth_header: k.auth_header.clone(),
+            auth_scheme: k.auth_scheme.clone(),
             hint: k.hint.clone(),
             fingerprint: k.fingerprint.clone(),
             version: k.version,
@@ -178,11 +190,24 @@ pub struct RunView {
 pub struct AddKey {
     /// Name in the organisation: 1 to 64 of letters, digits, `-`, `_`, `.`.
     pub name: String,
-    /// Provider kind: `openai` or `anthropic`.
+    /// Provider kind: `openai`, `anthropic`, `gemini` or `openai-compatible`.
     pub provider: String,
-    /// Base URL as the provider's SDK takes it; the provider's own when absent.
+    /// Base URL as the provider's SDK takes it; the provider's own when
+    /// absent (required for `openai-compatible`).
     #[serde(default)]
     pub base_url: Option<String>,
+    /// `openai-compatible` only: path after the base URL, with an optional
+    /// query (default `/chat/completions`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `openai-compatible` only: header carrying the key (default
+    /// `authorization`).
+    #[serde(default)]
+    pub auth_header: Option<String>,
+    /// `openai-compatible` only: word before the key in that header
+    /// (`none` for the bare key).
+    #[serde(default)]
+    pub auth_scheme: Option<String>,
     /// The API key.
     #[schema(value_type = String, format = Password)]
     pub secret: secrecy::SecretString,

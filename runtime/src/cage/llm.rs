@@ -3,26 +3,27 @@
 //! This file converts between the WIT types and the host's own, checks
 //! what the guest sent ([`validate_request`], a pure function the fuzz
 //! targets drive), counts the run's calls, and keeps the run's open tool
-//! invocations; the policy of a call (assignment, revocation check,
-//! decryption, provider request, ledger) is
-//! [`LlmService::call`](crate::service::llm::LlmService::call).
+//! invocations and streams; the policy of a call
+//! (assignment, revocation check, decryption, provider request, ledger) is
+//! [`LlmService::call`](crate::service::llm::LlmService::call), and of a
+//! stream [`LlmService::stream`](crate::service::llm::LlmService::stream).
 
 use wasmtime::component::Resource;
 
-use super::bindings::clawrun::claw::llm::{Host, HostToolInvocation};
+use super::bindings::clawrun::claw::llm::{Host, HostCompletionStream, HostToolInvocation};
 use super::bindings::clawrun::claw::types as wit;
 use super::limits::{LimitHit, check_value};
 use super::{CageState, ToolInvocation};
 use crate::providers;
 use crate::service::llm::{CallError, GuestRequest};
+use crate::service::stream::{GuestEvent, LlmStream};
 
 impl wit::Host for CageState {}
 
-impl Host for CageState {
-    async fn llm_call(
-        &mut self,
-        request: wit::ChatRequest,
-    ) -> wasmtime::Result<Result<wit::Completion, wit::LlmError>> {
+impl CageState {
+    /// Counts a call against the run's limit, and finds the tool invocation
+    /// it belongs to.
+    fn start_call(&mut self) -> wasmtime::Result<Option<ToolInvocation>> {
         // A trap, not an error the guest could ignore and retry forever.
         if self.llm_calls_made >= self.limits.llm_calls {
             return Err(wasmtime::Error::new(LimitHit::LlmCalls(
@@ -30,7 +31,7 @@ impl Host for CageState {
             )));
         }
         self.llm_calls_made += 1;
-        let tool = self
+        Ok(self
             .open_tools
             .last()
             .and_then(|rep| {
@@ -38,13 +39,98 @@ impl Host for CageState {
                     .get(&Resource::<ToolInvocation>::new_borrow(*rep))
                     .ok()
             })
-            .cloned();
+            .cloned())
+    }
+}
+
+impl Host for CageState {
+    async fn llm_call(
+        &mut self,
+        request: wit::ChatRequest,
+    ) -> wasmtime::Result<Result<wit::Completion, wit::LlmError>> {
+        let tool = self.start_call()?;
         let request = match validate_request(request, self.limits.max_value_bytes) {
             Ok(r) => r,
             Err(why) => return Ok(Err(wit::LlmError::InvalidRequest(why))),
         };
         let result = self.llm.call(&self.run, tool.as_ref(), request).await;
         Ok(result.map(completion_to_wit).map_err(error_to_wit))
+    }
+
+    async fn llm_stream(
+        &mut self,
+        request: wit::ChatRequest,
+    ) -> wasmtime::Result<Result<Resource<LlmStream>, wit::LlmError>> {
+        let tool = self.start_call()?;
+        let request = match validate_request(request, self.limits.max_value_bytes) {
+            Ok(r) => r,
+            Err(why) => return Ok(Err(wit::LlmError::InvalidRequest(why))),
+        };
+        match self.llm.stream(&self.run, tool.as_ref(), request).await {
+            Ok((stream, task)) => {
+                let resource = self.table.push(stream)?;
+                self.streams.insert(resource.rep(), task);
+                Ok(Ok(resource))
+            }
+            Err(e) => Ok(Err(error_to_wit(e))),
+        }
+    }
+}
+
+impl HostCompletionStream for CageState {
+    async fn next(
+        &mut self,
+        this: Resource<LlmStream>,
+    ) -> wasmtime::Result<Result<Option<wit::StreamEvent>, wit::LlmError>> {
+        let stream = self.table.get_mut(&this)?;
+        Ok(stream
+            .next()
+            .await
+            .map(|event| event.map(event_to_wit))
+            .map_err(error_to_wit))
+    }
+
+    async fn drop(&mut self, this: Resource<LlmStream>) -> wasmtime::Result<()> {
+        let rep = this.rep();
+        self.table.delete(this)?;
+        if let Some(task) = self.streams.remove(&rep) {
+            task.finish().await;
+        }
+        Ok(())
+    }
+}
+
+fn event_to_wit(event: GuestEvent) -> wit::StreamEvent {
+    match event {
+        GuestEvent::Text(text) => wit::StreamEvent::TextDelta(text),
+        GuestEvent::ToolCall(d) => wit::StreamEvent::ToolCallDelta(wit::ToolCallDelta {
+            index: d.index,
+            id: d.id,
+            name: d.name,
+            arguments: d.arguments,
+        }),
+        GuestEvent::Finish(reason) => wit::StreamEvent::Finish(finish_to_wit(reason)),
+        GuestEvent::Usage(u) => wit::StreamEvent::Usage(usage_to_wit(u)),
+    }
+}
+
+fn finish_to_wit(reason: providers::FinishReason) -> wit::FinishReason {
+    match reason {
+        providers::FinishReason::Stop => wit::FinishReason::Stop,
+        providers::FinishReason::Length => wit::FinishReason::Length,
+        providers::FinishReason::ToolCalls => wit::FinishReason::ToolCalls,
+        providers::FinishReason::ContentFilter => wit::FinishReason::ContentFilter,
+        providers::FinishReason::Other => wit::FinishReason::Other,
+    }
+}
+
+fn usage_to_wit(u: providers::Usage) -> wit::Usage {
+    wit::Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_read_tokens: u.cache_read_tokens,
+        cache_write_tokens: u.cache_write_tokens,
+        reasoning_tokens: u.reasoning_tokens,
     }
 }
 
@@ -245,21 +331,9 @@ fn completion_to_wit(c: providers::Completion) -> wit::Completion {
                 .collect(),
             tool_call_id: None,
         },
-        finish_reason: match c.finish_reason {
-            providers::FinishReason::Stop => wit::FinishReason::Stop,
-            providers::FinishReason::Length => wit::FinishReason::Length,
-            providers::FinishReason::ToolCalls => wit::FinishReason::ToolCalls,
-            providers::FinishReason::ContentFilter => wit::FinishReason::ContentFilter,
-            providers::FinishReason::Other => wit::FinishReason::Other,
-        },
+        finish_reason: finish_to_wit(c.finish_reason),
         model: c.model,
-        usage: wit::Usage {
-            input_tokens: c.usage.input_tokens,
-            output_tokens: c.usage.output_tokens,
-            cache_read_tokens: c.usage.cache_read_tokens,
-            cache_write_tokens: c.usage.cache_write_tokens,
-            reasoning_tokens: c.usage.reasoning_tokens,
-        },
+        usage: usage_to_wit(c.usage),
     }
 }
 

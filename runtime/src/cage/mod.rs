@@ -54,7 +54,10 @@ pub mod bindings {
         world: "claw",
         imports: { default: async | trappable },
         exports: { default: async },
-        with: { "clawrun:claw/llm.tool-invocation": crate::cage::ToolInvocation },
+        with: {
+            "clawrun:claw/llm.tool-invocation": crate::cage::ToolInvocation,
+            "clawrun:claw/llm.completion-stream": crate::service::stream::LlmStream,
+        },
     });
 }
 
@@ -106,6 +109,10 @@ pub struct CageState {
     open_tools: Vec<u32>,
     /// `llm-call`s this run has made.
     llm_calls_made: u32,
+    /// The tasks of the run's streams, by resource rep: each is finished
+    /// (its usage recorded) when the claw drops the stream, or when the
+    /// run ends.
+    streams: HashMap<u32, crate::service::stream::StreamTask>,
 }
 
 impl WasiView for CageState {
@@ -286,6 +293,7 @@ impl Cage {
             llm,
             open_tools: Vec::new(),
             llm_calls_made: 0,
+            streams: HashMap::new(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -426,6 +434,11 @@ impl Cage {
                 .await
         })
         .await;
+        // Streams the claw left open (a trap, a deadline, or simply not
+        // dropping them) are stopped and recorded before the run returns.
+        for (_, task) in std::mem::take(&mut store.data_mut().streams) {
+            task.finish().await;
+        }
         let result = match outcome {
             Err(_elapsed) => return Err(limit(LimitHit::Deadline(limits.run_deadline))),
             Ok(Err(e)) => {

@@ -15,7 +15,7 @@ use crate::api::views::{
 };
 use crate::db::{AuditRecord, UsageGroup, UsageTotals};
 use crate::metering::budgets::{Budget, BudgetPeriod, BudgetScope, BudgetUnit, RateLimit};
-use crate::providers::ProviderKind;
+use crate::providers::{CompatibleConfig, ProviderKind};
 use crate::service::{Service, UsageScope};
 use crate::vault::ProviderSecret;
 
@@ -152,6 +152,12 @@ struct SecretBody<'a> {
     provider: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     base_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_header: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_scheme: Option<&'a str>,
     secret: &'a str,
 }
 
@@ -168,15 +174,21 @@ impl Backend {
         name: &str,
         kind: ProviderKind,
         base_url: Option<&str>,
+        compatible: CompatibleConfig,
         secret: ProviderSecret,
     ) -> anyhow::Result<KeyView> {
         match self {
-            Self::Local(s) => Ok(KeyView::from(&s.keys_add(name, kind, base_url, secret)?)),
+            Self::Local(s) => Ok(KeyView::from(
+                &s.keys_add_configured(name, kind, base_url, compatible, secret)?,
+            )),
             Self::Remote(r) => {
                 let body = SecretBody {
                     name: Some(name),
                     provider: Some(kind.as_str()),
                     base_url,
+                    path: compatible.path.as_deref(),
+                    auth_header: compatible.auth_header.as_deref(),
+                    auth_scheme: compatible.auth_scheme.as_deref(),
                     secret: secret.expose(),
                 };
                 r.send(Method::POST, "v1/keys", &body).await
@@ -192,6 +204,9 @@ impl Backend {
                     name: None,
                     provider: None,
                     base_url: None,
+                    path: None,
+                    auth_header: None,
+                    auth_scheme: None,
                     secret: secret.expose(),
                 };
                 r.send(

@@ -142,12 +142,24 @@ enum KeysCommand {
     Add {
         /// Name of the key in this organisation.
         name: String,
-        /// Provider kind: openai or anthropic.
+        /// Provider kind: openai, anthropic, gemini or openai-compatible.
         #[arg(long)]
         provider: ProviderKind,
-        /// Base URL as the provider's SDK takes it (https, or http on loopback).
+        /// Base URL as the provider's SDK takes it (https, or http on
+        /// loopback); required for openai-compatible.
         #[arg(long)]
         base_url: Option<String>,
+        /// openai-compatible: path after the base URL, query allowed
+        /// (default /chat/completions).
+        #[arg(long)]
+        path: Option<String>,
+        /// openai-compatible: header carrying the key (default authorization).
+        #[arg(long)]
+        auth_header: Option<String>,
+        /// openai-compatible: word before the key in that header (default
+        /// Bearer for authorization, none otherwise; `none` sends the bare key).
+        #[arg(long)]
+        auth_scheme: Option<String>,
     },
     /// List keys (never their secrets).
     List {
@@ -603,10 +615,20 @@ async fn keys(backend: &Backend, cmd: &KeysCommand) -> anyhow::Result<ExitCode> 
             name,
             provider,
             base_url,
+            path,
+            auth_header,
+            auth_scheme,
         } => {
+            let compatible = crate::providers::CompatibleConfig {
+                path: path.clone(),
+                auth_header: auth_header.clone(),
+                auth_scheme: auth_scheme.clone(),
+            };
+            // Checked before the key is read, so a typo costs no paste.
+            compatible.validate().map_err(anyhow::Error::msg)?;
             let secret = secret::read(&format!("API key for `{name}`"))?;
             let key = backend
-                .keys_add(name, *provider, base_url.as_deref(), secret)
+                .keys_add(name, *provider, base_url.as_deref(), compatible, secret)
                 .await?;
             println!(
                 "added key `{}` ({}, {}, version {})",

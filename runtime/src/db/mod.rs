@@ -118,6 +118,15 @@ pub struct KeyRow {
     pub scan_len: i64,
     /// Keyed rolling hash of the key, for the leak guard.
     pub scan_hash: i64,
+    /// `openai-compatible`: path after the base URL (default
+    /// `/chat/completions`).
+    pub api_path: Option<String>,
+    /// `openai-compatible`: header carrying the key (default
+    /// `authorization`).
+    pub auth_header: Option<String>,
+    /// `openai-compatible`: word before the key (default `Bearer` in
+    /// `authorization`, none elsewhere; `none` for the bare key).
+    pub auth_scheme: Option<String>,
 }
 
 /// A deployed claw (its component bytes are read separately).

@@ -77,6 +77,108 @@ pub fn record(
         // Refused with an error status: nothing was generated or billed.
         Some(Err(e)) => (Usage::default(), "none", None, None, outcome_of(e)),
     };
+    let facts = CallFacts {
+        run,
+        tool,
+        target,
+        kind,
+        request,
+    };
+    assemble(
+        prices,
+        &facts,
+        usage,
+        source,
+        raw,
+        model_returned,
+        outcome,
+        latency,
+    )
+}
+
+/// Who made a call, with which key, for what.
+#[derive(Clone, Copy)]
+pub struct CallFacts<'a> {
+    /// The run.
+    pub run: &'a RunContext,
+    /// The open tool invocation, if any.
+    pub tool: Option<&'a ToolInvocation>,
+    /// The key and model.
+    pub target: &'a CallTarget,
+    /// The key's wire format.
+    pub kind: ProviderKind,
+    /// The request as sent.
+    pub request: &'a ChatRequest,
+}
+
+/// The usage record of a stream that ended before its reply was complete
+/// (broken, cut by a revocation or a cap, dropped by the claw): what was
+/// generated is charged, always marked `estimated`. Counts the provider
+/// reported before the end are kept (Anthropic sends exact input counts
+/// at the start); output is the larger of its report and the tokens of the
+/// text and tool calls received.
+pub fn record_partial(
+    prices: &PriceTable,
+    facts: &CallFacts<'_>,
+    partial: &Completion,
+    outcome: &str,
+    latency: Duration,
+) -> UsageRecord {
+    let estimated = estimate(facts.request, partial);
+    let (usage, raw) = if partial.raw_usage.is_null() {
+        (estimated, None)
+    } else {
+        let mut usage = partial.usage;
+        if usage.input_tokens == 0 {
+            usage.input_tokens = estimated.input_tokens;
+        }
+        usage.output_tokens = usage.output_tokens.max(estimated.output_tokens);
+        (usage, Some(partial.raw_usage.to_string()))
+    };
+    let model = Some(partial.model.clone()).filter(|m| !m.is_empty());
+    assemble(
+        prices,
+        facts,
+        usage,
+        "estimated",
+        raw,
+        model,
+        outcome.to_owned(),
+        latency,
+    )
+}
+
+/// Tokens of the text and tool calls of a (partial) reply.
+pub fn output_tokens(message: &crate::providers::Message) -> u64 {
+    tokens(&message.content)
+        + message
+            .tool_calls
+            .iter()
+            .map(|c| tokens(&c.name) + tokens(&c.arguments))
+            .sum::<u64>()
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one record gathers every fact of a call"
+)]
+fn assemble(
+    prices: &PriceTable,
+    facts: &CallFacts<'_>,
+    usage: Usage,
+    source: &str,
+    raw: Option<String>,
+    model_returned: Option<String>,
+    outcome: String,
+    latency: Duration,
+) -> UsageRecord {
+    let CallFacts {
+        run,
+        tool,
+        target,
+        kind,
+        request,
+    } = *facts;
     UsageRecord {
         at_ms: now_ms(),
         org_id: run.org_id.clone(),
@@ -124,7 +226,8 @@ fn input_only(
     (usage, "estimated", None, None, outcome)
 }
 
-fn outcome_of(e: &ProviderError) -> String {
+/// The outcome recorded for a call that failed with `e`.
+pub fn outcome_of(e: &ProviderError) -> String {
     use crate::providers::ProviderErrorKind as K;
     match e.kind {
         K::Unauthorized => "unauthorized",
@@ -194,16 +297,11 @@ fn estimate_input(request: &ChatRequest) -> u64 {
         .sum()
 }
 
-/// Four characters a token, for calls whose provider reported no usage.
+/// Tokens of the request and reply, for calls whose provider reported no
+/// usage.
 fn estimate(request: &ChatRequest, done: &Completion) -> Usage {
     let input = tokenize_input(request);
-    let output = tokens(&done.message.content)
-        + done
-            .message
-            .tool_calls
-            .iter()
-            .map(|c| tokens(&c.name) + tokens(&c.arguments))
-            .sum::<u64>();
+    let output = output_tokens(&done.message);
     Usage {
         input_tokens: input,
         output_tokens: output,

@@ -7,30 +7,35 @@
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
-use url::Url;
 
+use super::sse::SseEvent;
+use super::stream::{Partial, json as event_json};
+use super::transport::{Prepared, secret_header};
 use super::types::count;
 use super::{
-    ChatRequest, Completion, FinishReason, Message, ProviderError, ProviderErrorKind, Role,
-    ToolCall, Usage, endpoint, post_json, secret_header,
+    ChatRequest, Completion, Endpoint, FinishReason, Message, ProviderError, ProviderErrorKind,
+    Role, ToolCall, Usage,
 };
 use crate::vault::ProviderSecret;
 
 /// The API version this adapter speaks.
 pub const API_VERSION: &str = "2023-06-01";
 
-/// Sends `request` and parses the reply.
+/// The request for `request`, streamed or not.
 ///
 /// # Errors
 ///
-/// As [`super::complete`].
-pub async fn complete(
-    http: &reqwest::Client,
-    base_url: &Url,
+/// As [`request_body`], and when the key cannot be put in a header.
+pub(super) fn prepare(
+    endpoint: &Endpoint,
     secret: &ProviderSecret,
     request: &ChatRequest,
-) -> Result<Completion, ProviderError> {
-    let body = request_body(request)?;
+    stream: bool,
+) -> Result<Prepared, ProviderError> {
+    let mut body = request_body(request)?;
+    if stream {
+        body["stream"] = json!(true);
+    }
     let mut headers = HeaderMap::new();
     headers.insert(
         HeaderName::from_static("x-api-key"),
@@ -40,9 +45,11 @@ pub async fn complete(
         HeaderName::from_static("anthropic-version"),
         HeaderValue::from_static(API_VERSION),
     );
-    let url = endpoint(base_url, "v1/messages");
-    let reply = post_json(http, url, headers, &body, secret).await?;
-    parse_response(&reply)
+    Ok(Prepared {
+        url: super::endpoint(&endpoint.base_url, "v1/messages"),
+        headers,
+        body,
+    })
 }
 
 /// The JSON body for `request`. System messages become the `system` field;
@@ -164,13 +171,8 @@ pub fn parse_response(body: &[u8]) -> Result<Completion, ProviderError> {
             _ => {}
         }
     }
-    let finish_reason = match v.get("stop_reason").and_then(Value::as_str) {
-        Some("end_turn" | "stop_sequence") => FinishReason::Stop,
-        Some("max_tokens") => FinishReason::Length,
-        Some("tool_use") => FinishReason::ToolCalls,
-        Some("refusal") => FinishReason::ContentFilter,
-        _ => FinishReason::Other,
-    };
+    let finish_reason =
+        stop_reason(v.get("stop_reason").and_then(Value::as_str)).unwrap_or(FinishReason::Other);
     let raw_usage = v.get("usage").cloned().unwrap_or(Value::Null);
     Ok(Completion {
         message: Message {
@@ -188,6 +190,157 @@ pub fn parse_response(body: &[u8]) -> Result<Completion, ProviderError> {
         usage: usage(&raw_usage),
         raw_usage,
     })
+}
+
+fn stop_reason(reason: Option<&str>) -> Option<FinishReason> {
+    Some(match reason? {
+        "end_turn" | "stop_sequence" => FinishReason::Stop,
+        "max_tokens" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::ContentFilter,
+        _ => FinishReason::Other,
+    })
+}
+
+/// Decodes a Messages stream. `message_start` carries the first usage
+/// (input and cache counts, a small output count); each `message_delta`
+/// carries usage whose fields are cumulative, so each field present
+/// replaces the one held: deltas are never added up. Tool input arrives as
+/// `input_json_delta` pieces of its content block. `message_stop` ends the
+/// stream; an `error` event fails it.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    usage: serde_json::Map<String, Value>,
+    /// Content block index to tool call index, for tool_use blocks.
+    tool_blocks: Vec<(u64, u32)>,
+}
+
+impl StreamDecoder {
+    pub(super) fn event(
+        &mut self,
+        event: &SseEvent,
+        partial: &mut Partial,
+    ) -> Result<bool, ProviderError> {
+        let v = event_json(event)?;
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(event.event.as_deref())
+            .unwrap_or_default();
+        let block = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match kind {
+            "message_start" => {
+                partial.model(v.pointer("/message/model").and_then(Value::as_str));
+                self.take_usage(v.pointer("/message/usage"), partial);
+            }
+            "content_block_start" => {
+                let content = v.get("content_block").unwrap_or(&Value::Null);
+                match content.get("type").and_then(Value::as_str) {
+                    Some("tool_use") => {
+                        let index = self.tool_blocks.len() as u32;
+                        self.tool_blocks.push((block, index));
+                        partial.tool_call(
+                            index,
+                            content.get("id").and_then(Value::as_str),
+                            content.get("name").and_then(Value::as_str),
+                            "",
+                        );
+                    }
+                    Some("text") => {
+                        partial.text(
+                            content
+                                .get("text")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default(),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_delta" => {
+                let delta = v.get("delta").unwrap_or(&Value::Null);
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        partial.text(
+                            delta
+                                .get("text")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default(),
+                        );
+                    }
+                    Some("input_json_delta") => {
+                        let piece = delta
+                            .get("partial_json")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        if let Some(&(_, index)) =
+                            self.tool_blocks.iter().find(|(b, _)| *b == block)
+                            && !piece.is_empty()
+                        {
+                            partial.tool_call(index, None, None, piece);
+                        }
+                    }
+                    // Thinking and signature deltas are not reply text.
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(reason) =
+                    stop_reason(v.pointer("/delta/stop_reason").and_then(Value::as_str))
+                {
+                    partial.finish = Some(reason);
+                }
+                self.take_usage(v.get("usage"), partial);
+            }
+            "message_stop" => {
+                // A tool call whose input never streamed has input `{}`.
+                for (_, call) in &mut partial.tool_calls {
+                    if call.arguments.is_empty() {
+                        call.arguments = "{}".into();
+                    }
+                }
+                return Ok(true);
+            }
+            "error" => {
+                let kind = match v.pointer("/error/type").and_then(Value::as_str) {
+                    Some("overloaded_error") => ProviderErrorKind::Overloaded,
+                    Some("rate_limit_error") => {
+                        ProviderErrorKind::RateLimited { retry_after: None }
+                    }
+                    Some("api_error") => ProviderErrorKind::Server,
+                    _ => ProviderErrorKind::BadResponse,
+                };
+                let message = v
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the provider sent an error");
+                return Err(ProviderError::new(
+                    kind,
+                    0,
+                    message
+                        .chars()
+                        .take(super::redact::MAX_ERROR_TEXT)
+                        .collect::<String>(),
+                ));
+            }
+            // `ping` and event types added later.
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    fn take_usage(&mut self, raw: Option<&Value>, partial: &mut Partial) {
+        let Some(fields) = raw.and_then(Value::as_object) else {
+            return;
+        };
+        for (name, value) in fields {
+            if !value.is_null() {
+                self.usage.insert(name.clone(), value.clone());
+            }
+        }
+        let raw = Value::Object(self.usage.clone());
+        partial.usage = Some((raw.clone(), usage(&raw)));
+    }
 }
 
 /// Normalises an Anthropic `usage` object.
@@ -208,6 +361,73 @@ pub fn usage(raw: &Value) -> Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::ProviderKind;
+    use crate::providers::fixtures;
+    use crate::providers::stream::ProviderStream;
+
+    #[test]
+    fn stream_usage_is_the_latest_of_each_field_never_a_sum() {
+        let (_, partial, end) = ProviderStream::decode_all(
+            ProviderKind::Anthropic,
+            &[fixtures::ANTHROPIC_STREAM.as_bytes()],
+        );
+        end.expect("complete");
+        let done = partial.completion();
+        assert_eq!(done.message.content, "Hello!");
+        assert_eq!(
+            done.usage,
+            Usage {
+                input_tokens: 25 + 1024 + 2048,
+                output_tokens: 15,
+                cache_read_tokens: 2048,
+                cache_write_tokens: 1024,
+                reasoning_tokens: 0,
+            }
+        );
+        assert_eq!(done.finish_reason, FinishReason::Stop);
+        assert_eq!(done.model, "claude-sonnet-4-20250514");
+    }
+
+    #[test]
+    fn streamed_tool_input_is_put_together() {
+        let chunks: Vec<&[u8]> = fixtures::ANTHROPIC_TOOL_STREAM
+            .as_bytes()
+            .chunks(5)
+            .collect();
+        let (_, partial, end) = ProviderStream::decode_all(ProviderKind::Anthropic, &chunks);
+        end.expect("complete");
+        let done = partial.completion();
+        assert_eq!(done.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(done.message.content, "Checking.");
+        assert_eq!(
+            done.message.tool_calls,
+            vec![ToolCall {
+                id: "toolu_01T1x1fJ34qAmk2tNTrN7Up6".into(),
+                name: "get_weather".into(),
+                arguments: r#"{"location": "San Francisco, CA"}"#.into(),
+            }]
+        );
+        assert_eq!(
+            (done.usage.input_tokens, done.usage.output_tokens),
+            (472, 89)
+        );
+    }
+
+    #[test]
+    fn an_error_event_mid_stream_fails_it_typed_keeping_what_came() {
+        let (_, partial, end) = ProviderStream::decode_all(
+            ProviderKind::Anthropic,
+            &[fixtures::ANTHROPIC_ERROR_STREAM.as_bytes()],
+        );
+        let err = end.expect_err("error event");
+        assert_eq!(err.kind, ProviderErrorKind::Overloaded);
+        assert_eq!(err.message, "Overloaded");
+        assert_eq!(partial.text, "Par");
+        assert_eq!(
+            partial.usage.as_ref().map(|(_, u)| u.input_tokens),
+            Some(12)
+        );
+    }
     use crate::providers::ToolDefinition;
 
     /// Shaped after the Messages API reference's example, with prompt

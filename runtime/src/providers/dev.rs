@@ -2,8 +2,15 @@
 //! claw authors working offline and for the tests.
 //!
 //! It answers OpenAI Chat Completions at `/v1/chat/completions` (base URL
-//! `http://ADDR/v1`) and Anthropic Messages at `/v1/messages` (base URL
-//! `http://ADDR`). Replies are deterministic and depend on the request:
+//! `http://ADDR/v1`), and at any other path ending in `/chat/completions`
+//! for `openai-compatible` keys (the key in `authorization: Bearer` or
+//! `api-key`); Anthropic Messages at `/v1/messages` (base URL
+//! `http://ADDR`); Gemini at `/v1beta/models/MODEL:generateContent` and
+//! `:streamGenerateContent?alt=sse` (base URL `http://ADDR`). Each streams
+//! its reply in its provider's event format when asked (`"stream": true`,
+//! or Gemini's stream method), one word a chunk, with usage where that
+//! provider puts it (OpenAI's only with `stream_options.include_usage`).
+//! Replies are deterministic and depend on the request:
 //!
 //! - when tools are offered and the conversation holds no tool result yet,
 //!   the reply calls every offered tool once, filling each string argument
@@ -21,11 +28,17 @@
 //! - `POST /_dev/faults` queues a fault: `{"status": 500}`, `{"status": 200,
 //!   "body": "not json"}`, `{"delay_ms": 2000}`, `{"status": 429,
 //!   "retry_after": 3}`, `{"status": 307, "body": "", "location": URL}`,
-//!   each applied to the next `times` requests (default 1);
+//!   and for streams `{"chunk_delay_ms": 50}` (a pause before each chunk),
+//!   `{"cut_after": 3}` (the connection is dropped after 3 chunks),
+//!   `{"no_usage": true}` (no usage in the stream) and
+//!   `{"reply_words": 500}` (a reply of that many words, whatever the
+//!   request's token cap), each applied to the next `times` requests
+//!   (default 1);
 //! - `GET /_dev/requests` lists every request received, in arrival order,
 //!   as soon as it arrives (headers that carry keys included: this is the
 //!   provider's side of the wire), with the status and usage of its answer
-//!   (status 0 while in flight, or if the client went away first);
+//!   (status 0 while in flight, or if the client went away first) and, for
+//!   streams, the chunks sent so far and whether the stream was sent whole;
 //!   `DELETE /_dev/requests` clears the list.
 
 use std::collections::{HashMap, VecDeque};
@@ -35,6 +48,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -59,6 +73,18 @@ pub struct Fault {
     /// `location` header value, for redirect statuses.
     #[serde(default)]
     pub location: Option<String>,
+    /// Pause before each chunk of a stream, in milliseconds.
+    #[serde(default)]
+    pub chunk_delay_ms: Option<u64>,
+    /// Drop the connection after this many chunks of a stream.
+    #[serde(default)]
+    pub cut_after: Option<u64>,
+    /// Send no usage in a stream.
+    #[serde(default)]
+    pub no_usage: Option<bool>,
+    /// Reply with this many words, whatever the token cap.
+    #[serde(default)]
+    pub reply_words: Option<u64>,
     /// How many requests it applies to (1 by default).
     #[serde(default)]
     pub times: Option<u32>,
@@ -67,12 +93,12 @@ pub struct Fault {
 /// One request as the emulator saw it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoggedRequest {
-    /// `openai` or `anthropic`.
+    /// `openai`, `anthropic` or `gemini`.
     pub format: String,
-    /// Request path.
+    /// Request path, with its query when it had one.
     pub path: String,
-    /// The headers a key travels in (`authorization`, `x-api-key`) and
-    /// `anthropic-version`, as received.
+    /// The headers a key travels in (`authorization`, `x-api-key`,
+    /// `api-key`, `x-goog-api-key`) and `anthropic-version`, as received.
     pub headers: HashMap<String, String>,
     /// The model asked for.
     pub model: String,
@@ -87,6 +113,15 @@ pub struct LoggedRequest {
     pub usage: Option<Value>,
     /// When the request arrived, in milliseconds since the Unix epoch.
     pub received_at_ms: u64,
+    /// Whether the reply was streamed.
+    #[serde(default)]
+    pub stream: bool,
+    /// Chunks of the stream sent so far.
+    #[serde(default)]
+    pub chunks_sent: u64,
+    /// Whether every chunk of the stream was sent.
+    #[serde(default)]
+    pub stream_complete: bool,
 }
 
 #[derive(Default)]
@@ -102,10 +137,9 @@ type Shared = Arc<Mutex<Inner>>;
 pub fn router() -> Router {
     let state: Shared = Arc::default();
     Router::new()
-        .route("/v1/chat/completions", post(openai))
-        .route("/v1/messages", post(anthropic))
         .route("/_dev/faults", post(add_fault))
         .route("/_dev/requests", get(list_requests).delete(clear_requests))
+        .fallback(provider)
         .with_state(state)
 }
 
@@ -155,39 +189,87 @@ fn next_fault(state: &Shared) -> Option<Fault> {
 enum Format {
     OpenAi,
     Anthropic,
+    Gemini,
 }
 
-async fn openai(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(state, Format::OpenAi, headers, body).await
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::OpenAi => "openai",
+            Format::Anthropic => "anthropic",
+            Format::Gemini => "gemini",
+        }
+    }
 }
 
-async fn anthropic(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(state, Format::Anthropic, headers, body).await
+/// What a provider path asks for: the format, and for Gemini the model and
+/// whether it streams.
+fn route(path: &str) -> Option<(Format, Option<(String, bool)>)> {
+    if path == "/v1/messages" {
+        return Some((Format::Anthropic, None));
+    }
+    if path.ends_with("/chat/completions") {
+        return Some((Format::OpenAi, None));
+    }
+    let (model, method) = path.strip_prefix("/v1beta/models/")?.split_once(':')?;
+    let stream = match method {
+        "generateContent" => false,
+        "streamGenerateContent" => true,
+        _ => return None,
+    };
+    Some((Format::Gemini, Some((model.to_owned(), stream))))
 }
 
-async fn handle(state: Shared, format: Format, headers: HeaderMap, body: Bytes) -> Response {
+async fn provider(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match route(uri.path()) {
+        Some((format, gemini)) if method == Method::POST => {
+            handle(state, format, gemini, &uri, headers, body).await
+        }
+        _ => (StatusCode::NOT_FOUND, "no such route").into_response(),
+    }
+}
+
+async fn handle(
+    state: Shared,
+    format: Format,
+    gemini: Option<(String, bool)>,
+    uri: &Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let received_at_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default();
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if let (Some((model, _)), Some(obj)) = (&gemini, request.as_object_mut()) {
+        obj.insert("model".into(), json!(model));
+    }
+    let stream = match &gemini {
+        Some((_, stream)) => *stream,
+        None => request.get("stream").and_then(Value::as_bool) == Some(true),
+    };
     let mut entry = LoggedRequest {
-        format: if format == Format::OpenAi {
-            "openai"
-        } else {
-            "anthropic"
-        }
-        .into(),
-        path: if format == Format::OpenAi {
-            "/v1/chat/completions"
-        } else {
-            "/v1/messages"
-        }
-        .into(),
-        headers: ["authorization", "x-api-key", "anthropic-version"]
-            .iter()
-            .filter_map(|h| Some((h.to_string(), headers.get(*h)?.to_str().ok()?.to_owned())))
-            .collect(),
+        format: format.name().into(),
+        path: uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned()),
+        headers: [
+            "authorization",
+            "x-api-key",
+            "api-key",
+            "x-goog-api-key",
+            "anthropic-version",
+        ]
+        .iter()
+        .filter_map(|h| Some((h.to_string(), headers.get(*h)?.to_str().ok()?.to_owned())))
+        .collect(),
         model: request
             .get("model")
             .and_then(Value::as_str)
@@ -198,6 +280,9 @@ async fn handle(state: Shared, format: Format, headers: HeaderMap, body: Bytes) 
         status: 0,
         usage: None,
         received_at_ms,
+        stream,
+        chunks_sent: 0,
+        stream_complete: false,
     };
     // Logged on arrival, so tests see requests in flight.
     let id = {
@@ -213,28 +298,42 @@ async fn handle(state: Shared, format: Format, headers: HeaderMap, body: Bytes) 
     if let Some(ms) = fault.as_ref().and_then(|f| f.delay_ms) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let (status, reply) = match fault.as_ref() {
+    let answered = match fault.as_ref() {
         Some(Fault {
             status: Some(s),
             body: None,
             ..
-        }) if *s != 200 => (*s, error_body(format, *s, "injected fault")),
-        _ => answer(format, &headers, &request),
+        }) if *s != 200 => Err((*s, error_body(format, *s, "injected fault"))),
+        _ => answer(format, &headers, &request, fault.as_ref()),
     };
-    let mut response = match fault.as_ref().and_then(|f| f.body.clone()) {
-        Some(raw) => {
+    let mut response = match (fault.as_ref().and_then(|f| f.body.clone()), answered) {
+        (Some(raw), _) => {
             let s = fault.as_ref().and_then(|f| f.status).unwrap_or(200);
             (StatusCode::from_u16(s).unwrap_or(StatusCode::OK), raw).into_response()
         }
-        None => {
-            if status == 200 {
-                usage = reply.get("usage").cloned();
-            }
-            (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                Json(reply),
-            )
-                .into_response()
+        (None, Err((status, body))) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Json(body),
+        )
+            .into_response(),
+        (None, Ok(reply)) if stream => {
+            let include_usage = (format != Format::OpenAi
+                || request
+                    .pointer("/stream_options/include_usage")
+                    .and_then(Value::as_bool)
+                    == Some(true))
+                && fault.as_ref().and_then(|f| f.no_usage) != Some(true);
+            let (frames, streamed) = reply.frames(format, include_usage);
+            usage = streamed;
+            stream_response(state.clone(), id, frames, fault.as_ref())
+        }
+        (None, Ok(reply)) => {
+            let body = reply.whole(format);
+            usage = body
+                .get("usage")
+                .or_else(|| body.get("usageMetadata"))
+                .cloned();
+            Json(body).into_response()
         }
     };
     if let Some(Ok(value)) = fault
@@ -254,51 +353,112 @@ async fn handle(state: Shared, format: Format, headers: HeaderMap, body: Bytes) 
     response
 }
 
+/// A streamed answer: each frame is sent as one chunk, after the fault's
+/// pause, counted in the request log; a `cut_after` fault drops the
+/// connection instead of sending the rest.
+fn stream_response(state: Shared, id: u64, frames: Vec<String>, fault: Option<&Fault>) -> Response {
+    let delay = Duration::from_millis(fault.and_then(|f| f.chunk_delay_ms).unwrap_or(0));
+    let cut_after = fault.and_then(|f| f.cut_after);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    tokio::spawn(async move {
+        for (n, frame) in frames.into_iter().enumerate() {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if cut_after.is_some_and(|c| n as u64 >= c) {
+                let _ = tx
+                    .send(Err(std::io::Error::other("dev-provider cut the stream")))
+                    .await;
+                return;
+            }
+            if tx.send(Ok(Bytes::from(frame))).await.is_err() {
+                return;
+            }
+            if let Some(entry) = lock(&state).log.iter_mut().find(|e| e.id == id) {
+                entry.chunks_sent += 1;
+            }
+        }
+        if let Some(entry) = lock(&state).log.iter_mut().find(|e| e.id == id) {
+            entry.stream_complete = true;
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut response = axum::body::Body::from_stream(body).into_response();
+    response.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("text/event-stream"),
+    );
+    response
+}
+
 /// Checks the request the way the real provider would, then builds the reply.
-fn answer(format: Format, headers: &HeaderMap, request: &Value) -> (u16, Value) {
-    let key_present = match format {
-        Format::OpenAi => headers
-            .get("authorization")
+fn answer(
+    format: Format,
+    headers: &HeaderMap,
+    request: &Value,
+    fault: Option<&Fault>,
+) -> Result<Reply, (u16, Value)> {
+    let header = |name: &str| {
+        headers
+            .get(name)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|k| !k.is_empty()),
-        Format::Anthropic => headers.get("x-api-key").is_some_and(|v| !v.is_empty()),
+            .filter(|v| !v.is_empty())
+    };
+    let key_present = match format {
+        Format::OpenAi => {
+            header("authorization")
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .is_some_and(|k| !k.is_empty())
+                || header("api-key").is_some()
+        }
+        Format::Anthropic => header("x-api-key").is_some(),
+        Format::Gemini => header("x-goog-api-key").is_some(),
     };
     if !key_present {
-        return (401, error_body(format, 401, "missing API key"));
+        let status = if format == Format::Gemini { 403 } else { 401 };
+        return Err((status, error_body(format, status, "missing API key")));
     }
     if format == Format::Anthropic && headers.get("anthropic-version").is_none() {
-        return (
+        return Err((
             400,
             error_body(format, 400, "anthropic-version header is required"),
-        );
+        ));
     }
     if request.is_null() {
-        return (400, error_body(format, 400, "body is not valid JSON"));
+        return Err((400, error_body(format, 400, "body is not valid JSON")));
     }
     let Some(model) = request.get("model").and_then(Value::as_str) else {
-        return (400, error_body(format, 400, "model is required"));
+        return Err((400, error_body(format, 400, "model is required")));
     };
     let conv = match format {
         Format::OpenAi => Conversation::from_openai(request),
         Format::Anthropic => {
             if request.get("max_tokens").and_then(Value::as_u64).is_none() {
-                return (400, error_body(format, 400, "max_tokens is required"));
+                return Err((400, error_body(format, 400, "max_tokens is required")));
             }
             Conversation::from_anthropic(request)
         }
+        Format::Gemini => Conversation::from_gemini(request),
     };
     let max_tokens = request
         .get("max_completion_tokens")
         .or_else(|| request.get("max_tokens"))
+        .or_else(|| request.pointer("/generationConfig/maxOutputTokens"))
         .and_then(Value::as_u64)
         .unwrap_or(4096);
-    let reply = conv.reply(model, max_tokens);
-    let body = match format {
-        Format::OpenAi => reply.openai(model),
-        Format::Anthropic => reply.anthropic(model),
-    };
-    (200, body)
+    let mut reply = conv.reply(model, max_tokens);
+    if let Some(words) = fault.and_then(|f| f.reply_words) {
+        reply.text = (1..=words)
+            .map(|i| format!("word{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        reply.output = tokens(reply.text.len());
+        reply.calls.clear();
+        reply.finish = "stop";
+    }
+    Ok(reply)
 }
 
 fn error_body(format: Format, status: u16, message: &str) -> Value {
@@ -314,6 +474,17 @@ fn error_body(format: Format, status: u16, message: &str) -> Value {
     match format {
         Format::OpenAi => json!({"error": {"message": message, "type": kind, "code": null}}),
         Format::Anthropic => json!({"type": "error", "error": {"type": kind, "message": message}}),
+        Format::Gemini => {
+            let grpc = match status {
+                400 => "INVALID_ARGUMENT",
+                403 => "PERMISSION_DENIED",
+                404 => "NOT_FOUND",
+                429 => "RESOURCE_EXHAUSTED",
+                503 => "UNAVAILABLE",
+                _ => "INTERNAL",
+            };
+            json!({"error": {"code": status, "message": message, "status": grpc}})
+        }
     }
 }
 
@@ -443,6 +614,78 @@ impl Conversation {
         conv
     }
 
+    fn from_gemini(req: &Value) -> Self {
+        let mut conv = Conversation::default();
+        for part in req
+            .pointer("/systemInstruction/parts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            conv.prompt_chars.push(
+                part.get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .len(),
+            );
+        }
+        for m in req
+            .get("contents")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let user = m.get("role").and_then(Value::as_str) != Some("model");
+            for part in m
+                .get("parts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(text) = part.get("text").and_then(Value::as_str) {
+                    conv.prompt_chars.push(text.len());
+                    if user {
+                        conv.last_user = text.to_owned();
+                    }
+                }
+                if let Some(call) = part.get("functionCall") {
+                    let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
+                    conv.prompt_chars.push(call.to_string().len());
+                    conv.tool_names_by_call.insert(name.into(), name.into());
+                }
+                if let Some(response) = part.get("functionResponse") {
+                    let name = response
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let out = match response.pointer("/response/result") {
+                        Some(Value::String(s)) => s.clone(),
+                        _ => response
+                            .get("response")
+                            .map(Value::to_string)
+                            .unwrap_or_default(),
+                    };
+                    conv.prompt_chars.push(out.len());
+                    conv.tool_results.push((name.into(), out));
+                }
+            }
+        }
+        for t in req
+            .pointer("/tools/0/functionDeclarations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = t.get("name").and_then(Value::as_str).unwrap_or_default();
+            conv.prompt_chars.push(t.to_string().len());
+            conv.tools.push((
+                name.into(),
+                t.get("parameters").cloned().unwrap_or(Value::Null),
+            ));
+        }
+        conv
+    }
+
     fn prompt_tokens(&self) -> u64 {
         3 + self
             .prompt_chars
@@ -549,6 +792,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 struct Reply {
+    model: String,
     text: String,
     calls: Vec<(String, String, Value)>,
     finish: &'static str,
@@ -576,6 +820,7 @@ impl Reply {
             0
         };
         Reply {
+            model: model.to_owned(),
             text,
             calls,
             finish,
@@ -599,21 +844,13 @@ impl Reply {
                 })
                 .collect();
         }
-        let completion = self.output + self.reasoning;
         json!({
             "id": format!("chatcmpl-dev{:016x}", fnv(self.text.as_bytes())),
             "object": "chat.completion",
             "created": 1_764_000_000,
             "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": self.finish}],
-            "usage": {
-                "prompt_tokens": self.prompt,
-                "completion_tokens": completion,
-                "total_tokens": self.prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": self.cached, "audio_tokens": 0},
-                "completion_tokens_details": {"reasoning_tokens": self.reasoning, "audio_tokens": 0,
-                    "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
-            }
+            "usage": self.openai_usage(),
         })
     }
 
@@ -638,13 +875,230 @@ impl Reply {
             "content": content,
             "stop_reason": stop_reason,
             "stop_sequence": null,
-            "usage": {
-                "input_tokens": self.prompt - self.cached - self.cache_write,
-                "cache_creation_input_tokens": self.cache_write,
-                "cache_read_input_tokens": self.cached,
-                "output_tokens": self.output + self.reasoning,
-            }
+            "usage": self.anthropic_usage(self.output + self.reasoning),
         })
+    }
+
+    fn openai_usage(&self) -> Value {
+        let completion = self.output + self.reasoning;
+        json!({
+            "prompt_tokens": self.prompt,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": self.cached, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+        })
+    }
+
+    fn anthropic_usage(&self, output: u64) -> Value {
+        json!({
+            "input_tokens": self.prompt - self.cached - self.cache_write,
+            "cache_creation_input_tokens": self.cache_write,
+            "cache_read_input_tokens": self.cached,
+            "output_tokens": output,
+        })
+    }
+
+    /// Gemini's running totals after `candidates` output tokens; thoughts
+    /// are counted apart from candidates, cached content inside the prompt.
+    fn gemini_usage(&self, candidates: u64) -> Value {
+        json!({
+            "promptTokenCount": self.prompt,
+            "candidatesTokenCount": candidates,
+            "thoughtsTokenCount": self.reasoning,
+            "cachedContentTokenCount": self.cached,
+            "totalTokenCount": self.prompt + candidates + self.reasoning,
+        })
+    }
+
+    fn gemini_finish(&self) -> &'static str {
+        if self.finish == "length" {
+            "MAX_TOKENS"
+        } else {
+            "STOP"
+        }
+    }
+
+    fn gemini(&self) -> Value {
+        let mut parts = Vec::new();
+        if !self.text.is_empty() {
+            parts.push(json!({"text": self.text}));
+        }
+        for (_, name, args) in &self.calls {
+            parts.push(json!({"functionCall": {"name": name, "args": args}}));
+        }
+        json!({
+            "candidates": [{"content": {"role": "model", "parts": parts},
+                            "finishReason": self.gemini_finish(), "index": 0}],
+            "usageMetadata": self.gemini_usage(self.output),
+            "modelVersion": self.model,
+            "responseId": format!("dev{:016x}", fnv(self.text.as_bytes())),
+        })
+    }
+
+    /// The whole reply in `format`.
+    fn whole(&self, format: Format) -> Value {
+        match format {
+            Format::OpenAi => self.openai(&self.model),
+            Format::Anthropic => self.anthropic(&self.model),
+            Format::Gemini => self.gemini(),
+        }
+    }
+
+    /// The reply as the SSE frames of `format`'s stream, one word of text
+    /// a frame, and the usage it reports (none when `include_usage` is
+    /// false).
+    fn frames(&self, format: Format, include_usage: bool) -> (Vec<String>, Option<Value>) {
+        let words: Vec<&str> = self.text.split_inclusive(' ').collect();
+        let data = |v: Value| format!("data: {v}\n\n");
+        let event = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+        let mut frames = Vec::new();
+        let usage;
+        match format {
+            Format::OpenAi => {
+                let chunk = |delta: Value, finish: Value| {
+                    data(
+                        json!({"id": "chatcmpl-dev", "object": "chat.completion.chunk",
+                        "created": 1_764_000_000, "model": self.model,
+                        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+                        "usage": null}),
+                    )
+                };
+                frames.push(chunk(
+                    json!({"role": "assistant", "content": ""}),
+                    Value::Null,
+                ));
+                for w in &words {
+                    frames.push(chunk(json!({"content": w}), Value::Null));
+                }
+                for (i, (id, name, args)) in self.calls.iter().enumerate() {
+                    let args = args.to_string();
+                    let (a, b) = args.split_at(args.len() / 2);
+                    frames.push(chunk(
+                        json!({"tool_calls": [{"index": i, "id": id, "type": "function",
+                        "function": {"name": name, "arguments": a}}]}),
+                        Value::Null,
+                    ));
+                    frames.push(chunk(
+                        json!({"tool_calls": [{"index": i, "function": {"arguments": b}}]}),
+                        Value::Null,
+                    ));
+                }
+                frames.push(chunk(json!({}), json!(self.finish)));
+                usage = include_usage.then(|| self.openai_usage());
+                if let Some(u) = &usage {
+                    frames.push(data(
+                        json!({"id": "chatcmpl-dev", "object": "chat.completion.chunk",
+                        "created": 1_764_000_000, "model": self.model, "choices": [], "usage": u}),
+                    ));
+                }
+                frames.push("data: [DONE]\n\n".into());
+            }
+            Format::Anthropic => {
+                let output = self.output + self.reasoning;
+                frames.push(event(
+                    "message_start",
+                    json!({"type": "message_start", "message": {
+                    "id": "msg_dev", "type": "message", "role": "assistant", "model": self.model,
+                    "content": [], "stop_reason": null, "stop_sequence": null,
+                    "usage": self.anthropic_usage(1)}}),
+                ));
+                frames.push(event("ping", json!({"type": "ping"})));
+                let mut block = 0;
+                if !self.text.is_empty() {
+                    frames.push(event(
+                        "content_block_start",
+                        json!({"type": "content_block_start",
+                        "index": 0, "content_block": {"type": "text", "text": ""}}),
+                    ));
+                    for w in &words {
+                        frames.push(event(
+                            "content_block_delta",
+                            json!({"type": "content_block_delta",
+                            "index": 0, "delta": {"type": "text_delta", "text": w}}),
+                        ));
+                    }
+                    frames.push(event(
+                        "content_block_stop",
+                        json!({"type": "content_block_stop", "index": 0}),
+                    ));
+                    block = 1;
+                }
+                for (i, (id, name, args)) in self.calls.iter().enumerate() {
+                    let index = block + i;
+                    let args = args.to_string();
+                    let (a, b) = args.split_at(args.len() / 2);
+                    frames.push(event(
+                        "content_block_start",
+                        json!({"type": "content_block_start",
+                        "index": index, "content_block": {"type": "tool_use",
+                        "id": id.replace("call_", "toolu_"), "name": name, "input": {}}}),
+                    ));
+                    for piece in [a, b] {
+                        frames.push(event("content_block_delta", json!({"type": "content_block_delta",
+                            "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}})));
+                    }
+                    frames.push(event(
+                        "content_block_stop",
+                        json!({"type": "content_block_stop", "index": index}),
+                    ));
+                }
+                let stop = match self.finish {
+                    "tool_calls" => "tool_use",
+                    "length" => "max_tokens",
+                    _ => "end_turn",
+                };
+                // Two message_delta events, each with cumulative counts: a
+                // client that adds them up counts the output twice.
+                frames.push(event(
+                    "message_delta",
+                    json!({"type": "message_delta",
+                    "delta": {"stop_reason": null, "stop_sequence": null},
+                    "usage": {"output_tokens": output / 2}}),
+                ));
+                frames.push(event(
+                    "message_delta",
+                    json!({"type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": null},
+                    "usage": self.anthropic_usage(output)}),
+                ));
+                frames.push(event("message_stop", json!({"type": "message_stop"})));
+                usage = Some(self.anthropic_usage(output));
+            }
+            Format::Gemini => {
+                let mut sent = 0;
+                let n = words.len().max(1);
+                for (i, w) in words.iter().enumerate() {
+                    sent = self.output * (i as u64 + 1) / n as u64;
+                    let last = i + 1 == words.len() && self.calls.is_empty();
+                    let mut candidate =
+                        json!({"content": {"role": "model", "parts": [{"text": w}]}, "index": 0});
+                    if last {
+                        candidate["finishReason"] = json!(self.gemini_finish());
+                    }
+                    frames.push(data(json!({"candidates": [candidate],
+                        "usageMetadata": self.gemini_usage(sent), "modelVersion": self.model})));
+                }
+                if !self.calls.is_empty() || words.is_empty() {
+                    let parts: Vec<Value> = self
+                        .calls
+                        .iter()
+                        .map(
+                            |(_, name, args)| json!({"functionCall": {"name": name, "args": args}}),
+                        )
+                        .collect();
+                    sent = self.output;
+                    frames.push(data(
+                        json!({"candidates": [{"content": {"role": "model", "parts": parts},
+                        "finishReason": self.gemini_finish(), "index": 0}],
+                        "usageMetadata": self.gemini_usage(sent), "modelVersion": self.model}),
+                    ));
+                }
+                usage = Some(self.gemini_usage(sent));
+            }
+        }
+        (frames, usage)
     }
 }
 

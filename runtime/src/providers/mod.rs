@@ -5,16 +5,29 @@
 //! URL), parses the reply and its usage by that provider's own rules, and maps
 //! failures to [`ProviderError`] with the provider's text sanitised.
 //!
-//! The development emulator that speaks these formats on loopback lives in
-//! [`dev`].
+//! Calls go through [`complete`] (one reply) or [`stream`] (a
+//! [`ProviderStream`] of deltas); [`transport`] holds what both share:
+//! timeouts, the size cap and retries. Streams are read with the
+//! [`sse`] parser. The development emulator that speaks these formats on
+//! loopback lives in [`dev`].
 
 pub mod anthropic;
 pub mod dev;
+#[cfg(test)]
+mod fixtures;
+pub mod gemini;
 pub mod openai;
 mod redact;
+pub mod sse;
+pub mod stream;
+pub mod transport;
 mod types;
 
-pub use redact::{sanitise, scrub};
+pub use redact::{StreamScrubber, sanitise, scrub};
+pub use stream::{Partial, ProviderStream, StreamEvent, ToolCallDelta};
+pub use transport::{
+    MAX_RESPONSE_BYTES, MAX_RETRY_AFTER, OptionError, ProviderOptions, http_client,
+};
 
 pub use types::{
     ChatRequest, Completion, FinishReason, Message, Role, ToolCall, ToolDefinition, Usage,
@@ -24,14 +37,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderMap;
+use tokio::time::Instant;
 use url::Url;
 
 use crate::vault::ProviderSecret;
-
-/// Largest provider response body read, in bytes. A reply larger than this is
-/// refused rather than buffered without bound.
-pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The wire format a key speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +50,12 @@ pub enum ProviderKind {
     OpenAi,
     /// Anthropic Messages.
     Anthropic,
+    /// Gemini generateContent.
+    Gemini,
+    /// Any server speaking Chat Completions (Ollama, vLLM, OpenRouter, Groq,
+    /// Together, Azure OpenAI deployments), with its path and auth header
+    /// set per key.
+    OpenAiCompatible,
 }
 
 impl ProviderKind {
@@ -48,20 +64,28 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::OpenAiCompatible => "openai-compatible",
         }
     }
 
-    /// The official base URL, written the way the provider's SDK takes it.
-    pub fn default_base_url(self) -> &'static str {
+    /// The official base URL, written the way the provider's SDK takes it;
+    /// `None` for `openai-compatible`, whose keys must name their server.
+    pub fn default_base_url(self) -> Option<&'static str> {
         match self {
-            ProviderKind::OpenAi => "https://api.openai.com/v1",
-            ProviderKind::Anthropic => "https://api.anthropic.com",
+            ProviderKind::OpenAi => Some("https://api.openai.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
+            ProviderKind::OpenAiCompatible => None,
         }
     }
 
     /// The provider name of the OpenTelemetry GenAI conventions.
     pub fn otel_name(self) -> &'static str {
-        self.as_str()
+        match self {
+            ProviderKind::Gemini => "gcp.gemini",
+            other => other.as_str(),
+        }
     }
 }
 
@@ -73,7 +97,7 @@ impl fmt::Display for ProviderKind {
 
 /// A provider kind name that clawrun does not speak.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown provider `{0}`: use `openai` or `anthropic`")]
+#[error("unknown provider `{0}`: use `openai`, `anthropic`, `gemini` or `openai-compatible`")]
 pub struct UnknownProvider(pub String);
 
 impl FromStr for ProviderKind {
@@ -83,6 +107,8 @@ impl FromStr for ProviderKind {
         match s {
             "openai" => Ok(ProviderKind::OpenAi),
             "anthropic" => Ok(ProviderKind::Anthropic),
+            "gemini" => Ok(ProviderKind::Gemini),
+            "openai-compatible" => Ok(ProviderKind::OpenAiCompatible),
             other => Err(UnknownProvider(other.to_owned())),
         }
     }
@@ -187,7 +213,7 @@ impl fmt::Display for ProviderError {
 impl std::error::Error for ProviderError {}
 
 impl ProviderError {
-    fn new(kind: ProviderErrorKind, status: u16, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ProviderErrorKind, status: u16, message: impl Into<String>) -> Self {
         Self {
             kind,
             status,
@@ -212,7 +238,7 @@ impl ProviderError {
             403 => ProviderErrorKind::Forbidden,
             404 => ProviderErrorKind::NotFound,
             429 => ProviderErrorKind::RateLimited {
-                retry_after: retry_after(headers),
+                retry_after: transport::retry_after(headers),
             },
             529 => ProviderErrorKind::Overloaded,
             500..=599 => ProviderErrorKind::Server,
@@ -229,13 +255,23 @@ impl ProviderError {
         )
     }
 
+    fn timeout() -> Self {
+        Self::new(
+            ProviderErrorKind::Timeout,
+            0,
+            "the provider did not answer in time",
+        )
+    }
+
+    fn too_large(cap: usize) -> Self {
+        Self::bad_response(format!(
+            "larger than {cap} bytes (raise CLAWRUN_MAX_RESPONSE_BYTES to allow more)"
+        ))
+    }
+
     fn transport(e: &reqwest::Error) -> Self {
         if e.is_timeout() {
-            Self::new(
-                ProviderErrorKind::Timeout,
-                0,
-                "the provider did not answer in time",
-            )
+            Self::timeout()
         } else {
             // reqwest's own text can include the URL but never headers.
             Self::new(
@@ -247,117 +283,199 @@ impl ProviderError {
     }
 }
 
-/// Reads `retry-after-ms` or `retry-after` (seconds); HTTP dates are not
-/// used by the providers we speak.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let number = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|v| v.is_finite() && *v >= 0.0)
-    };
-    let seconds = number("retry-after-ms")
-        .map(|ms| ms / 1000.0)
-        .or_else(|| number("retry-after"))?;
-    // A provider's answer must not be able to ask for forever (or overflow
-    // a Duration): an hour is already longer than any real back-off.
-    Some(Duration::from_secs_f64(
-        seconds.min(MAX_RETRY_AFTER.as_secs_f64()),
-    ))
+/// Where and how a key's requests are sent: host configuration, fixed
+/// when the key is added, never chosen by a guest.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Wire format.
+    pub kind: ProviderKind,
+    /// Base URL, checked by [`validate_base_url`].
+    pub base_url: Url,
+    /// Path and auth header of an `openai-compatible` key.
+    pub compatible: CompatibleConfig,
 }
 
-/// The longest `retry-after` passed on to a claw.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// The HTTP client every adapter shares: rustls, never follows redirects
-/// (a redirect could carry the key's header to another host), no proxy from
-/// the environment.
-///
-/// # Errors
-///
-/// When the TLS backend cannot be initialised.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(300))
-        .user_agent(concat!("clawrun/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
-/// A header value holding key material, marked sensitive so that no
-/// `Debug` output of the request shows it.
-fn secret_header(value: &str) -> Result<HeaderValue, ProviderError> {
-    let mut header = HeaderValue::from_str(value).map_err(|_| {
-        ProviderError::new(
-            ProviderErrorKind::Unauthorized,
-            0,
-            "the stored key contains characters that cannot be sent in an HTTP header",
-        )
-    })?;
-    header.set_sensitive(true);
-    Ok(header)
-}
-
-/// Sends a JSON request and returns the raw success body, mapping every
-/// failure to a [`ProviderError`].
-async fn post_json(
-    http: &reqwest::Client,
-    url: Url,
-    headers: HeaderMap,
-    body: &serde_json::Value,
-    secret: &ProviderSecret,
-) -> Result<Vec<u8>, ProviderError> {
-    let mut response = http
-        .post(url)
-        .headers(headers)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| ProviderError::transport(&e))?;
-    let status = response.status().as_u16();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| ProviderError::transport(&e))?
-    {
-        if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(ProviderError::bad_response(format!(
-                "larger than {MAX_RESPONSE_BYTES} bytes"
-            )));
+impl Endpoint {
+    /// An endpoint of `kind` at `base_url`, with the default path and auth
+    /// header.
+    pub fn new(kind: ProviderKind, base_url: Url) -> Self {
+        Self {
+            kind,
+            base_url,
+            compatible: CompatibleConfig::default(),
         }
-        bytes.extend_from_slice(&chunk);
     }
-    if !(200..300).contains(&status) {
-        return Err(ProviderError::from_status(
-            status,
-            response.headers(),
-            &bytes,
-            secret,
-        ));
-    }
-    Ok(bytes)
 }
 
-/// Calls the provider of kind `kind` at `base_url` with `secret`.
+/// How an `openai-compatible` server wants to be called. Every field
+/// defaults to what OpenAI itself does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompatibleConfig {
+    /// Path after the base URL, with an optional query (Azure's
+    /// `?api-version=`); default `/chat/completions`.
+    pub path: Option<String>,
+    /// Header carrying the key; default `authorization`.
+    pub auth_header: Option<String>,
+    /// Word before the key in that header; default `Bearer` for
+    /// `authorization` and nothing for any other header. `none` sends the
+    /// bare key.
+    pub auth_scheme: Option<String>,
+}
+
+/// Headers a key's configuration may not take over.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+];
+
+impl CompatibleConfig {
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming the field and what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(path) = &self.path {
+            let ok = path.starts_with('/')
+                && !path.contains('#')
+                && !path.contains("..")
+                && !path.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(format!(
+                    "--path `{path}` must start with `/` and have no spaces, `..` or `#` \
+                     (for example `/chat/completions?api-version=2024-10-21`)"
+                ));
+            }
+        }
+        if let Some(header) = &self.auth_header {
+            let lower = header.to_ascii_lowercase();
+            let token = !header.is_empty()
+                && header
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
+            if !token || RESERVED_HEADERS.contains(&lower.as_str()) {
+                return Err(format!(
+                    "--auth-header `{header}` cannot carry a key: use a header name such as \
+                     `authorization` or `api-key`"
+                ));
+            }
+        }
+        if let Some(scheme) = &self.auth_scheme
+            && (scheme.is_empty()
+                || !scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)))
+        {
+            return Err(format!(
+                "--auth-scheme `{scheme}` must be one word like `Bearer`, or `none` for the bare key"
+            ));
+        }
+        Ok(())
+    }
+
+    fn auth_header(&self) -> String {
+        self.auth_header
+            .as_deref()
+            .unwrap_or("authorization")
+            .to_ascii_lowercase()
+    }
+
+    fn auth_scheme(&self) -> Option<&str> {
+        match self.auth_scheme.as_deref() {
+            Some(s) if s.eq_ignore_ascii_case("none") => None,
+            Some(s) => Some(s),
+            None if self.auth_header() == "authorization" => Some("Bearer"),
+            None => None,
+        }
+    }
+
+    fn url(&self, base: &Url) -> Url {
+        let path = self.path.as_deref().unwrap_or("/chat/completions");
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        let mut url = endpoint(base, path.trim_start_matches('/'));
+        url.set_query(query);
+        url
+    }
+}
+
+/// The request for `request` in `endpoint`'s wire format.
+fn prepare(
+    endpoint: &Endpoint,
+    secret: &ProviderSecret,
+    request: &ChatRequest,
+    stream: bool,
+) -> Result<transport::Prepared, ProviderError> {
+    match endpoint.kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => {
+            openai::prepare(endpoint, secret, request, stream)
+        }
+        ProviderKind::Anthropic => anthropic::prepare(endpoint, secret, request, stream),
+        ProviderKind::Gemini => gemini::prepare(endpoint, secret, request, stream),
+    }
+}
+
+/// Calls the provider at `endpoint` with `secret` for one whole reply,
+/// retrying refusals within `options`' deadline.
 ///
 /// # Errors
 ///
 /// A [`ProviderError`] for every failure, its message sanitised.
 pub async fn complete(
     http: &reqwest::Client,
-    kind: ProviderKind,
-    base_url: &Url,
+    options: &ProviderOptions,
+    endpoint: &Endpoint,
     secret: &ProviderSecret,
     request: &ChatRequest,
 ) -> Result<Completion, ProviderError> {
-    let mut done = match kind {
-        ProviderKind::OpenAi => openai::complete(http, base_url, secret, request).await,
-        ProviderKind::Anthropic => anthropic::complete(http, base_url, secret, request).await,
+    let deadline = Instant::now() + options.call_deadline;
+    let prepared = prepare(endpoint, secret, request, false)?;
+    let response = transport::send(http, options, &prepared, secret, deadline).await?;
+    let body = transport::read_body(response, options, deadline).await?;
+    let mut done = match endpoint.kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::parse_response(&body),
+        ProviderKind::Anthropic => anthropic::parse_response(&body),
+        ProviderKind::Gemini => gemini::parse_response(&body),
     }?;
+    scrub_completion(&mut done, secret);
+    Ok(done)
+}
+
+/// Starts a streamed reply from the provider at `endpoint`, retrying
+/// refusals that come before the stream starts. The stream must be read
+/// within `options`' deadline, counted from now.
+///
+/// # Errors
+///
+/// As [`complete`], for the part before the stream starts.
+pub async fn stream(
+    http: &reqwest::Client,
+    options: &ProviderOptions,
+    endpoint: &Endpoint,
+    secret: &ProviderSecret,
+    request: &ChatRequest,
+) -> Result<ProviderStream, ProviderError> {
+    let deadline = Instant::now() + options.call_deadline;
+    let prepared = prepare(endpoint, secret, request, true)?;
+    let response = transport::send(http, options, &prepared, secret, deadline).await?;
+    Ok(ProviderStream::new(
+        response,
+        stream::decoder_for(endpoint.kind),
+        options,
+        deadline,
+    ))
+}
+
+/// Replaces the key, wherever a reply echoes it verbatim.
+pub fn scrub_completion(done: &mut Completion, secret: &ProviderSecret) {
     scrub(&mut done.message.content, secret);
     for call in &mut done.message.tool_calls {
         scrub(&mut call.arguments, secret);
@@ -370,7 +488,6 @@ pub async fn complete(
         scrub(&mut raw, secret);
         done.raw_usage = serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null);
     }
-    Ok(done)
 }
 
 /// Joins `path` onto a base URL whose own path is kept (OpenAI's base ends
@@ -385,6 +502,7 @@ fn endpoint(base: &Url, path: &str) -> Url {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::HeaderValue;
 
     #[test]
     fn base_urls_must_be_https_unless_loopback() {
@@ -465,24 +583,58 @@ mod tests {
             &secret,
         );
         assert_eq!(e.message, "<html>Bad Gateway</html>");
+        // Gemini's error body, as its reference documents it.
+        let gemini = br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}"#;
+        let e = ProviderError::from_status(400, &HeaderMap::new(), gemini, &secret);
+        assert_eq!(e.kind, ProviderErrorKind::BadRequest);
+        assert_eq!(e.message, "API key not valid. Please pass a valid API key.");
     }
 
     #[test]
-    fn retry_after_reads_seconds_and_milliseconds() {
-        let mut headers = HeaderMap::new();
-        headers.insert("retry-after", HeaderValue::from_static("7"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
-        headers.insert("retry-after-ms", HeaderValue::from_static("250"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_millis(250)));
-        headers.clear();
-        headers.insert("retry-after", HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&headers), None);
-        headers.insert(
-            "retry-after",
-            HeaderValue::from_static("18446744073709551615"),
+    fn compatible_configs_are_checked() {
+        let ok = CompatibleConfig {
+            path: Some("/openai/v1/chat/completions?api-version=2024-10-21".into()),
+            auth_header: Some("api-key".into()),
+            auth_scheme: Some("none".into()),
+        };
+        assert!(ok.validate().is_ok());
+        assert_eq!(ok.auth_scheme(), None);
+        for bad in [
+            CompatibleConfig {
+                path: Some("chat".into()),
+                ..Default::default()
+            },
+            CompatibleConfig {
+                path: Some("/a/../b".into()),
+                ..Default::default()
+            },
+            CompatibleConfig {
+                path: Some("/a#b".into()),
+                ..Default::default()
+            },
+            CompatibleConfig {
+                auth_header: Some("Host".into()),
+                ..Default::default()
+            },
+            CompatibleConfig {
+                auth_header: Some("x y".into()),
+                ..Default::default()
+            },
+            CompatibleConfig {
+                auth_scheme: Some("Bearer x".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        assert_eq!(CompatibleConfig::default().auth_scheme(), Some("Bearer"));
+        let other = CompatibleConfig {
+            auth_header: Some("X-Api-Key".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            (other.auth_header().as_str(), other.auth_scheme()),
+            ("x-api-key", None)
         );
-        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
-        headers.insert("retry-after", HeaderValue::from_static("1e308"));
-        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
     }
 }

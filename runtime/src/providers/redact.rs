@@ -36,6 +36,38 @@ pub fn scrub(text: &mut String, secret: &ProviderSecret) {
     }
 }
 
+/// [`scrub`] for text that arrives in pieces: a key split across two
+/// deltas is still caught, because the last `key length - 1` bytes are held
+/// back until more text (or the end) shows they do not start a key.
+#[derive(Debug, Default)]
+pub struct StreamScrubber {
+    pending: String,
+}
+
+impl StreamScrubber {
+    /// Adds `delta` and returns the text that can be released.
+    pub fn push(&mut self, delta: &str, secret: &ProviderSecret) -> String {
+        self.pending.push_str(delta);
+        scrub(&mut self.pending, secret);
+        let keep = secret.expose().len().saturating_sub(1);
+        if self.pending.len() <= keep {
+            return String::new();
+        }
+        let mut cut = self.pending.len() - keep;
+        while !self.pending.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let held = self.pending.split_off(cut);
+        std::mem::replace(&mut self.pending, held)
+    }
+
+    /// The text still held back, at the end of the stream.
+    pub fn flush(&mut self, secret: &ProviderSecret) -> String {
+        scrub(&mut self.pending, secret);
+        std::mem::take(&mut self.pending)
+    }
+}
+
 /// Makes provider text safe to hand to a claw or a log: key material
 /// redacted, invisible characters dropped, length bounded.
 pub fn sanitise(text: &str, secret: &ProviderSecret) -> String {
@@ -135,6 +167,30 @@ mod tests {
     fn case_does_not_hide_a_key() {
         let out = clean(&format!("KEY {}", KEY.to_uppercase()));
         assert_eq!(out, "KEY [redacted]");
+    }
+
+    #[test]
+    fn a_key_split_across_stream_deltas_is_scrubbed() {
+        let secret = ProviderSecret::new(KEY.into());
+        let text = format!("before {KEY} middle {KEY} é after");
+        for size in 1..=text.len() {
+            let mut scrubber = StreamScrubber::default();
+            let mut out = String::new();
+            let mut rest = text.as_str();
+            while !rest.is_empty() {
+                let mut cut = size.min(rest.len());
+                while !rest.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                out.push_str(&scrubber.push(&rest[..cut], &secret));
+                rest = &rest[cut..];
+            }
+            out.push_str(&scrubber.flush(&secret));
+            assert_eq!(
+                out, "before [redacted] middle [redacted] é after",
+                "pieces of {size}"
+            );
+        }
     }
 
     #[test]

@@ -17,9 +17,10 @@ use crate::db::{AuditRecord, CallTarget, Db, KeyState};
 use crate::metering;
 use crate::metering::budgets::{Admission, Refusal};
 use crate::providers::{
-    self, ChatRequest, Completion, Message, ProviderErrorKind, ProviderKind, ToolDefinition,
+    self, ChatRequest, CompatibleConfig, Completion, Endpoint, Message, ProviderError,
+    ProviderErrorKind, ProviderKind, ProviderOptions, ToolDefinition,
 };
-use crate::vault::{self, KeyBinding, MasterKey};
+use crate::vault::{self, KeyBinding, MasterKey, ProviderSecret};
 
 /// Reply token cap applied when a claw gives none, so every call has a
 /// bounded cost.
@@ -76,6 +77,21 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The error a claw gets for a failed provider call.
+    pub(super) fn from_provider(e: ProviderError) -> Self {
+        tracing::info!(status = e.status, kind = ?e.kind, "provider call failed");
+        match e.kind {
+            ProviderErrorKind::RateLimited { retry_after } => {
+                CallError::RateLimited(retry_after.unwrap_or(Duration::from_secs(1)))
+            }
+            ProviderErrorKind::Timeout => CallError::Timeout,
+            _ => CallError::Provider {
+                status: e.status,
+                message: e.message,
+            },
+        }
+    }
+
     /// The outcome written to the audit log for a call refused this way.
     fn outcome(&self) -> &'static str {
         match self {
@@ -94,12 +110,24 @@ impl CallError {
 
 /// Serves `llm-call` for every cage of a host.
 pub struct LlmService {
-    db: Arc<dyn Db>,
+    pub(super) db: Arc<dyn Db>,
     master: MasterKey,
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     locks: Option<KeyLocks>,
-    watch: RevocationWatch,
-    prices: metering::PriceTable,
+    pub(super) watch: RevocationWatch,
+    pub(super) prices: metering::PriceTable,
+    pub(super) options: ProviderOptions,
+}
+
+/// A call that passed every check, ready to go to the provider.
+pub(super) struct Ready {
+    pub target: CallTarget,
+    /// Held until the provider request has ended (see [`revocation`]).
+    pub fence: Option<std::fs::File>,
+    pub endpoint: Endpoint,
+    pub chat: ChatRequest,
+    pub secret: ProviderSecret,
+    pub reservation: Option<i64>,
 }
 
 impl LlmService {
@@ -121,7 +149,16 @@ impl LlmService {
             locks,
             watch,
             prices,
+            options: ProviderOptions::default(),
         }
+    }
+
+    /// Uses `options` for timeouts, retries and the response size cap.
+    /// The HTTP client given to [`LlmService::new`] should come from
+    /// [`ProviderOptions::client`] of the same options.
+    pub fn with_provider_options(mut self, options: ProviderOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// Revokes a key for every process sharing the data directory: commits
@@ -186,50 +223,15 @@ impl LlmService {
         request: GuestRequest,
     ) -> Result<Completion, CallError> {
         let span = tracing::Span::current();
-        let (target, fence) = self.resolve_fenced(run).await?;
-        span.record("key_id", target.key.id.as_str());
-        span.record("gen_ai.request.model", target.model.as_str());
-        if target.key.state == KeyState::Revoked {
-            // Out of the fence before writing anything: a revocation waits
-            // for fence holders, and refusals must not keep it waiting.
-            drop(fence);
-            tracing::info!("refused: key revoked");
-            let audit = self.audit(run, &target, "key.used", CallError::KeyRevoked.outcome());
-            let db = self.db.clone();
-            blocking(move || db.audit_append(&audit)).await?;
-            return Err(CallError::KeyRevoked);
-        }
-        let kind: ProviderKind = target
-            .key
-            .provider
-            .parse()
-            .map_err(|e: providers::UnknownProvider| CallError::Unavailable(e.to_string()))?;
-        span.record("gen_ai.provider.name", kind.otel_name());
-        let base_url = providers::validate_base_url(&target.key.base_url)
-            .map_err(|e| CallError::Unavailable(format!("key `{}`: {e}", target.key.name)))?;
-
-        let data_key = vault::open_data_key(&self.master, &run.org_id, &target.wrapped_data_key)
-            .map_err(|e| CallError::Unavailable(e.to_string()))?;
-        if let Some(leaked) = self.find_stored_key(run, &data_key, &request).await? {
-            tracing::warn!(leaked_key_id = %leaked, "refused: the request contains a stored key");
-            let mut audit = self.audit(run, &target, "exfiltration.refused", "refused");
-            audit.key_id = Some(leaked);
-            audit.key_version = None;
-            let db = self.db.clone();
-            blocking(move || db.audit_append(&audit)).await?;
-            return Err(CallError::SecretInRequest);
-        }
-
-        let chat = ChatRequest {
-            model: target.model.clone(),
-            messages: request.messages,
-            tools: request.tools,
-            max_tokens: request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-            temperature: request.temperature,
-        };
-        let secret = self.open_key(run, &data_key, &target)?;
-        drop(data_key);
-        let reservation = self.admit(run, &target, &chat).await?;
+        let Ready {
+            target,
+            fence,
+            endpoint,
+            chat,
+            secret,
+            reservation,
+        } = self.ready(run, request).await?;
+        let kind = endpoint.kind;
         let revoked = revocation::revoked(self.watch.subscribe(), &target.key.id);
         // If this future is dropped mid-request (the run's deadline, Ctrl-C),
         // the guard still writes the call's record: the provider may bill
@@ -247,7 +249,7 @@ impl LlmService {
         };
         let started = Instant::now();
         let result = tokio::select! {
-            done = providers::complete(&self.http, kind, &base_url, &secret, &chat) => Some(done),
+            done = providers::complete(&self.http, &self.options, &endpoint, &secret, &chat) => Some(done),
             () = revoked => None,
         };
         guard.disarm();
@@ -274,23 +276,84 @@ impl LlmService {
         let audit = self.audit(run, &target, "key.used", &record.outcome);
         let db = self.db.clone();
         blocking(move || db.record_call(&record, &audit, reservation)).await?;
+        drop(fence);
 
         let Some(result) = result else {
             tracing::info!("cancelled in flight: key revoked");
             return Err(CallError::KeyRevoked);
         };
-        result.map_err(|e| {
-            tracing::info!(status = e.status, kind = ?e.kind, "provider call failed");
-            match e.kind {
-                ProviderErrorKind::RateLimited { retry_after } => {
-                    CallError::RateLimited(retry_after.unwrap_or(Duration::from_secs(1)))
-                }
-                ProviderErrorKind::Timeout => CallError::Timeout,
-                _ => CallError::Provider {
-                    status: e.status,
-                    message: e.message,
-                },
-            }
+        result.map_err(CallError::from_provider)
+    }
+
+    /// Everything before the provider request: the assignment and key state
+    /// (under the key's fence), the leak guard, decryption, and admission
+    /// with its reservation. Refusals are audited here.
+    pub(super) async fn ready(
+        &self,
+        run: &RunContext,
+        request: GuestRequest,
+    ) -> Result<Ready, CallError> {
+        let span = tracing::Span::current();
+        let (target, fence) = self.resolve_fenced(run).await?;
+        span.record("key_id", target.key.id.as_str());
+        span.record("gen_ai.request.model", target.model.as_str());
+        if target.key.state == KeyState::Revoked {
+            // Out of the fence before writing anything: a revocation waits
+            // for fence holders, and refusals must not keep it waiting.
+            drop(fence);
+            tracing::info!("refused: key revoked");
+            let audit = self.audit(run, &target, "key.used", CallError::KeyRevoked.outcome());
+            let db = self.db.clone();
+            blocking(move || db.audit_append(&audit)).await?;
+            return Err(CallError::KeyRevoked);
+        }
+        let kind: ProviderKind = target
+            .key
+            .provider
+            .parse()
+            .map_err(|e: providers::UnknownProvider| CallError::Unavailable(e.to_string()))?;
+        span.record("gen_ai.provider.name", kind.otel_name());
+        let base_url = providers::validate_base_url(&target.key.base_url)
+            .map_err(|e| CallError::Unavailable(format!("key `{}`: {e}", target.key.name)))?;
+        let endpoint = Endpoint {
+            kind,
+            base_url,
+            compatible: CompatibleConfig {
+                path: target.key.api_path.clone(),
+                auth_header: target.key.auth_header.clone(),
+                auth_scheme: target.key.auth_scheme.clone(),
+            },
+        };
+
+        let data_key = vault::open_data_key(&self.master, &run.org_id, &target.wrapped_data_key)
+            .map_err(|e| CallError::Unavailable(e.to_string()))?;
+        if let Some(leaked) = self.find_stored_key(run, &data_key, &request).await? {
+            tracing::warn!(leaked_key_id = %leaked, "refused: the request contains a stored key");
+            let mut audit = self.audit(run, &target, "exfiltration.refused", "refused");
+            audit.key_id = Some(leaked);
+            audit.key_version = None;
+            let db = self.db.clone();
+            blocking(move || db.audit_append(&audit)).await?;
+            return Err(CallError::SecretInRequest);
+        }
+
+        let chat = ChatRequest {
+            model: target.model.clone(),
+            messages: request.messages,
+            tools: request.tools,
+            max_tokens: request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            temperature: request.temperature,
+        };
+        let secret = self.open_key(run, &data_key, &target)?;
+        drop(data_key);
+        let reservation = self.admit(run, &target, &chat).await?;
+        Ok(Ready {
+            target,
+            fence,
+            endpoint,
+            chat,
+            secret,
+            reservation,
         })
     }
 
@@ -402,7 +465,7 @@ impl LlmService {
         Ok(vault::guard::find_key(data_key, &entries, &texts).map(|e| e.key_id.clone()))
     }
 
-    fn audit(
+    pub(super) fn audit(
         &self,
         run: &RunContext,
         target: &CallTarget,
@@ -533,7 +596,7 @@ impl Drop for UnfinishedCall<'_> {
 }
 
 /// Runs a database operation off the async workers (SQLite writes fsync).
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     op: impl FnOnce() -> Result<T, crate::db::DbError> + Send + 'static,
 ) -> Result<T, CallError> {
     tokio::task::spawn_blocking(op)

@@ -5,6 +5,7 @@ pub mod llm;
 mod master;
 pub mod revocation;
 pub mod slots;
+pub mod stream;
 mod tokens;
 
 pub use tokens::NewToken;
@@ -21,7 +22,7 @@ use crate::db::{
 };
 use crate::metering::budgets::{Budget, BudgetPeriod, BudgetScope, BudgetUnit, RateLimit};
 use crate::metering::now_ms;
-use crate::providers::{self, ProviderKind};
+use crate::providers::{self, CompatibleConfig, ProviderKind};
 use crate::vault::{self, DataKey, KeyBinding, MasterKey, ProviderSecret, VaultError};
 use llm::LlmService;
 use revocation::KeyLocks;
@@ -221,11 +222,17 @@ impl Host {
         }
         let db: Arc<dyn Db> = Arc::new(SqliteDb::open(data_dir)?);
         let master = master::load_or_recover(data_dir, &*db, DEFAULT_ORG)?;
-        let http = providers::http_client().map_err(|e| ServiceError::Engine(e.to_string()))?;
+        let options = providers::ProviderOptions::from_env()
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let http = options
+            .client()
+            .map_err(|e| ServiceError::Engine(e.to_string()))?;
         let locks = Some(KeyLocks::new(data_dir));
         let prices = crate::metering::PriceTable::load(data_dir)
             .map_err(|e| ServiceError::Invalid(e.to_string()))?;
-        let llm = Arc::new(LlmService::new(db.clone(), master, http, locks, prices));
+        let llm = Arc::new(
+            LlmService::new(db.clone(), master, http, locks, prices).with_provider_options(options),
+        );
         Ok(Arc::new(Self {
             db,
             llm,
@@ -396,6 +403,24 @@ impl Service {
         base_url: Option<&str>,
         secret: ProviderSecret,
     ) -> Result<KeyRow, ServiceError> {
+        self.keys_add_configured(name, kind, base_url, CompatibleConfig::default(), secret)
+    }
+
+    /// Stores a new provider key like [`Service::keys_add`], with the path
+    /// and auth header an `openai-compatible` server wants.
+    ///
+    /// # Errors
+    ///
+    /// As [`Service::keys_add`]; also when `compatible` is set for another
+    /// kind, is invalid, or an `openai-compatible` key has no base URL.
+    pub fn keys_add_configured(
+        &self,
+        name: &str,
+        kind: ProviderKind,
+        base_url: Option<&str>,
+        compatible: CompatibleConfig,
+        secret: ProviderSecret,
+    ) -> Result<KeyRow, ServiceError> {
         check_secret(&secret)?;
         // The fields beside the key are where a misplaced paste lands: a
         // key there must be neither stored as a name nor quoted back.
@@ -403,24 +428,42 @@ impl Service {
         let misplaced = |field: &str| key.len() >= 8 && field.contains(key);
         if misplaced(name) || base_url.is_some_and(misplaced) {
             return Err(ServiceError::Invalid(
-                "the API key was pasted into the name or base URL field: put it in the secret                  only"
+                "the API key was pasted into the name or base URL field: put it in the secret \
+                 only"
                     .into(),
             ));
         }
-        if check_name("key", name).is_err() {
-            return Err(ServiceError::Invalid(
-                "invalid key name: use 1 to 64 letters, digits, `-`, `_` or `.`, not starting                  with `.`"
-                    .into(),
-            ));
-        }
-        let base_url = providers::validate_base_url(base_url.unwrap_or(kind.default_base_url()))
-            .map_err(|e| match e {
-                providers::BaseUrlError::Invalid(_) => ServiceError::Invalid(
-                    "the base URL is not a valid URL: give it as the provider's SDK takes it,                      like https://api.openai.com/v1"
+        if let Err(e) = check_name("key", name) {
+            return Err(match e {
+                ServiceError::Invalid(m) if !m.contains(name) => ServiceError::Invalid(m),
+                _ => ServiceError::Invalid(
+                    "invalid key name: use 1 to 64 letters, digits, `-`, `_` or `.`, not \
+                     starting with `.`"
                         .into(),
                 ),
-                other => ServiceError::Invalid(other.to_string()),
-            })?;
+            });
+        }
+        if kind != ProviderKind::OpenAiCompatible && compatible != CompatibleConfig::default() {
+            return Err(ServiceError::Invalid(format!(
+                "--path, --auth-header and --auth-scheme are for `openai-compatible` keys; \
+                 `{kind}` keys use their provider's own"
+            )));
+        }
+        compatible.validate().map_err(ServiceError::Invalid)?;
+        let base_url = base_url.or(kind.default_base_url()).ok_or_else(|| {
+            ServiceError::Invalid(format!(
+                "`{kind}` keys need --base-url: the server's URL as its OpenAI SDK setting takes it, \
+                 like `http://localhost:11434/v1` for Ollama"
+            ))
+        })?;
+        let base_url = providers::validate_base_url(base_url).map_err(|e| match e {
+            providers::BaseUrlError::Invalid(_) => ServiceError::Invalid(
+                "the base URL is not a valid URL: give it as the provider's SDK takes it, like \
+                 https://api.openai.com/v1"
+                    .into(),
+            ),
+            other => ServiceError::Invalid(other.to_string()),
+        })?;
         let data_key = self.data_key()?;
         let id = new_id("key");
         let binding = KeyBinding {
@@ -445,6 +488,9 @@ impl Service {
             created_at_ms: now_ms(),
             rotated_at_ms: None,
             revoked_at_ms: None,
+            api_path: compatible.path,
+            auth_header: compatible.auth_header,
+            auth_scheme: compatible.auth_scheme,
         };
         self.db.key_insert(&row, &self.audit("key.added", &row))?;
         tracing::info!(key_id = %row.id, provider = %row.provider, "key added");

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_cost.sql"),
     include_str!("../migrations/0004_budgets.sql"),
     include_str!("../migrations/0005_claw_limits.sql"),
+    include_str!("../migrations/0006_compatible.sql"),
     include_str!("../migrations/0007_tenancy.sql"),
 ];
 
@@ -301,11 +302,12 @@ impl Db for SqliteDb {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            &format!("INSERT INTO provider_keys ({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"),
+            &format!("INSERT INTO provider_keys ({KEY_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"),
             params![
                 k.id, k.org_id, k.name, k.provider, k.base_url, k.ciphertext, k.version,
                 k.state.as_str(), k.fingerprint, k.hint, k.created_at_ms, k.rotated_at_ms,
-                k.revoked_at_ms, k.scan_len, k.scan_hash
+                k.revoked_at_ms, k.scan_len, k.scan_hash, k.api_path, k.auth_header,
+                k.auth_scheme
             ],
         )
         .map_err(|e| conflict(e, || format!("a key named `{}`", k.name)))?;
@@ -842,6 +844,9 @@ mod tests {
             revoked_at_ms: None,
             scan_len: 0,
             scan_hash: 0,
+            api_path: None,
+            auth_header: None,
+            auth_scheme: None,
         }
     }
 

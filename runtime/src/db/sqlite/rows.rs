@@ -6,7 +6,8 @@ use rusqlite::{Connection, Row, params};
 use crate::db::{AuditRecord, ClawRow, DbError, KeyRow, KeyState, UsageFilter, UsageRecord};
 
 pub(super) const KEY_COLUMNS: &str = "id, org_id, name, provider, base_url, ciphertext, version, state, \
-     fingerprint, hint, created_at_ms, rotated_at_ms, revoked_at_ms, scan_len, scan_hash";
+     fingerprint, hint, created_at_ms, rotated_at_ms, revoked_at_ms, scan_len, scan_hash, \
+     api_path, auth_header, auth_scheme";
 
 pub(super) fn key_row(r: &Row<'_>, at: usize) -> rusqlite::Result<KeyRow> {
     let state: String = r.get(at + 7)?;
@@ -36,6 +37,9 @@ pub(super) fn key_row(r: &Row<'_>, at: usize) -> rusqlite::Result<KeyRow> {
         revoked_at_ms: r.get(at + 12)?,
         scan_len: r.get(at + 13)?,
         scan_hash: r.get(at + 14)?,
+        api_path: r.get(at + 15)?,
+        auth_header: r.get(at + 16)?,
+        auth_scheme: r.get(at + 17)?,
     })
 }
 

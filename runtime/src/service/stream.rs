@@ -1,0 +1,490 @@
+//! The policy of a streamed `llm-call`: the checks of
+//! [`LlmService::call`](super::llm::LlmService::call), then a task that
+//! drives the provider's stream and hands its pieces to the claw.
+//!
+//! The task, not the claw, reads the provider, so a stream stops on its
+//! own terms whatever the claw is doing: when the key is revoked (the
+//! revocation watch, within its 10 ms tick), when the reply passes its
+//! `max-tokens` by more than a quarter (a provider ignoring the cap would
+//! spend budget no reservation covers: the stream ends `budget-exceeded`),
+//! when the claw drops the stream, or when the call's deadline passes. In
+//! every case it closes the connection, writes the one usage record of the
+//! call (reported when the provider sent final usage, otherwise estimated
+//! from what was generated and marked so), releases the reservation, and
+//! only then lets go of the key's revocation fence. The channel to the
+//! claw holds a few pieces, so the provider is read about as fast as the
+//! claw pulls.
+//!
+//! Streamed text passes through a [`StreamScrubber`]: a reply that echoes
+//! the key, even split across pieces, reaches the claw with `[redacted]`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::llm::{CallError, GuestRequest, LlmService, Ready, blocking};
+use super::revocation;
+use crate::cage::{RunContext, ToolInvocation};
+use crate::db::{CallTarget, UsageRecord};
+use crate::metering::{self, CallFacts};
+use crate::providers::{
+    self, FinishReason, ProviderError, ProviderKind, ProviderStream, StreamEvent, StreamScrubber,
+    ToolCallDelta, Usage,
+};
+use crate::vault::ProviderSecret;
+
+/// Pieces waiting for the claw; the provider is not read further ahead.
+const BUFFERED_EVENTS: usize = 8;
+
+/// A piece of a streamed reply, as the claw receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestEvent {
+    /// More reply text.
+    Text(String),
+    /// A piece of a tool call.
+    ToolCall(ToolCallDelta),
+    /// Why generation stopped; sent once, after the last piece.
+    Finish(FinishReason),
+    /// The usage recorded for the call; the last event.
+    Usage(Usage),
+}
+
+/// The claw's end of a stream.
+#[derive(Debug)]
+pub struct LlmStream {
+    events: mpsc::Receiver<GuestEvent>,
+    failed: Arc<OnceLock<CallError>>,
+}
+
+impl LlmStream {
+    /// The next piece, `None` after the last.
+    ///
+    /// # Errors
+    ///
+    /// The error that ended the stream, as soon as it ended, ahead of any
+    /// pieces still buffered; then again on every later call.
+    pub async fn next(&mut self) -> Result<Option<GuestEvent>, CallError> {
+        if let Some(e) = self.failed.get() {
+            return Err(e.clone());
+        }
+        let event = self.events.recv().await;
+        match (self.failed.get(), event) {
+            (Some(e), _) => Err(e.clone()),
+            (None, event) => Ok(event),
+        }
+    }
+}
+
+/// The host's handle on a stream's task.
+#[derive(Debug)]
+pub struct StreamTask {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl StreamTask {
+    /// Stops the stream if it is still running and waits until its usage
+    /// record is written.
+    pub async fn finish(self) {
+        drop(self.stop);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "a stream task failed");
+        }
+    }
+}
+
+impl LlmService {
+    /// Starts a streamed `llm-call` for the run `run`.
+    ///
+    /// # Errors
+    ///
+    /// As [`LlmService::call`], for everything that happens before the
+    /// provider starts streaming; later failures come from
+    /// [`LlmStream::next`].
+    pub async fn stream(
+        self: &Arc<Self>,
+        run: &RunContext,
+        tool: Option<&ToolInvocation>,
+        request: GuestRequest,
+    ) -> Result<(LlmStream, StreamTask), CallError> {
+        let span = tracing::info_span!(
+            "llm_call",
+            claw = %run.claw_name,
+            stream = true,
+            "gen_ai.operation.name" = "chat",
+            "gen_ai.agent.name" = %run.claw_name,
+            "gen_ai.conversation.id" = %run.conversation_id,
+            "gen_ai.tool.name" = tool.map(|t| t.name.as_str()),
+            "gen_ai.tool.call.id" = tool.and_then(|t| t.call_id.as_deref()),
+            "gen_ai.response.model" = tracing::field::Empty,
+            key_id = tracing::field::Empty,
+            "gen_ai.provider.name" = tracing::field::Empty,
+            "gen_ai.request.model" = tracing::field::Empty,
+            "gen_ai.usage.input_tokens" = tracing::field::Empty,
+            "gen_ai.usage.output_tokens" = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        let ready = self.ready(run, request).instrument(span.clone()).await?;
+        let Ready {
+            target,
+            fence,
+            endpoint,
+            chat,
+            secret,
+            reservation,
+        } = ready;
+        let key_id = target.key.id.clone();
+        let rx = self.watch.subscribe();
+        let mut revoked = Box::pin(async move { revocation::revoked(rx, &key_id).await });
+        let mut driver = Driver {
+            service: self.clone(),
+            run: run.clone(),
+            tool: tool.cloned(),
+            target,
+            kind: endpoint.kind,
+            chat,
+            reservation,
+            started: Instant::now(),
+            provider: None,
+            recorded: false,
+        };
+        let opened = tokio::select! {
+            opened = providers::stream(&self.http, &self.options, &endpoint, &secret, &driver.chat) => Some(opened),
+            () = &mut revoked => None,
+        };
+        let provider = match opened {
+            Some(Ok(provider)) => provider,
+            failed => {
+                let end = match failed {
+                    Some(Err(e)) => End::Refused(e),
+                    _ => End::Revoked,
+                };
+                let error = end.error(&driver.chat);
+                drop(secret);
+                driver.record(&end).instrument(span).await?;
+                drop(fence);
+                return Err(error.unwrap_or(CallError::KeyRevoked));
+            }
+        };
+        driver.provider = Some(provider);
+        let (events_tx, events) = mpsc::channel(BUFFERED_EVENTS);
+        let (stop, stopped) = oneshot::channel();
+        let failed = Arc::new(OnceLock::new());
+        let task = tokio::spawn(
+            drive(Drive {
+                driver,
+                secret,
+                fence,
+                revoked,
+                stopped,
+                events: events_tx,
+                failed: failed.clone(),
+            })
+            .instrument(span),
+        );
+        Ok((LlmStream { events, failed }, StreamTask { stop, task }))
+    }
+}
+
+/// How a stream ended.
+enum End {
+    /// The reply is complete.
+    Complete,
+    /// The provider refused the request before streaming.
+    Refused(ProviderError),
+    /// The stream broke, or the provider sent an error in it.
+    Failed(ProviderError),
+    /// The key was revoked.
+    Revoked,
+    /// The reply passed its cap.
+    Overrun,
+    /// The claw dropped the stream, or its run ended.
+    Dropped,
+}
+
+impl End {
+    fn outcome(&self) -> String {
+        match self {
+            End::Complete => "ok".into(),
+            End::Refused(e) | End::Failed(e) => metering::outcome_of(e),
+            End::Revoked => "cancelled_revoked".into(),
+            End::Overrun => "budget_exceeded".into(),
+            End::Dropped => "dropped".into(),
+        }
+    }
+
+    /// What the claw is told, `None` for endings it caused or expects.
+    fn error(&self, chat: &providers::ChatRequest) -> Option<CallError> {
+        match self {
+            End::Complete | End::Dropped => None,
+            End::Refused(e) | End::Failed(e) => Some(CallError::from_provider(e.clone())),
+            End::Revoked => Some(CallError::KeyRevoked),
+            End::Overrun => Some(CallError::BudgetExceeded(format!(
+                "the reply passed its max-tokens of {} and the provider kept going, so the stream \
+                 was stopped to stay within the budget reserved for it",
+                chat.max_tokens
+            ))),
+        }
+    }
+}
+
+/// The call's facts and the provider stream; writes the usage record if
+/// dropped before it did (the task cancelled by a shutdown).
+struct Driver {
+    service: Arc<LlmService>,
+    run: RunContext,
+    tool: Option<ToolInvocation>,
+    target: CallTarget,
+    kind: ProviderKind,
+    chat: providers::ChatRequest,
+    reservation: Option<i64>,
+    started: Instant,
+    provider: Option<ProviderStream>,
+    recorded: bool,
+}
+
+impl Driver {
+    fn facts(&self) -> CallFacts<'_> {
+        CallFacts {
+            run: &self.run,
+            tool: self.tool.as_ref(),
+            target: &self.target,
+            kind: self.kind,
+            request: &self.chat,
+        }
+    }
+
+    fn usage_record(&self, end: &End) -> UsageRecord {
+        let prices = &self.service.prices;
+        let latency = self.started.elapsed();
+        let partial = self
+            .provider
+            .as_ref()
+            .map(|p| p.partial().completion())
+            .unwrap_or_else(|| providers::Partial::default().completion());
+        match end {
+            End::Complete => metering::record(
+                prices,
+                &self.run,
+                self.tool.as_ref(),
+                &self.target,
+                self.kind,
+                &self.chat,
+                Some(&Ok(partial)),
+                latency,
+            ),
+            End::Refused(e) => metering::record(
+                prices,
+                &self.run,
+                self.tool.as_ref(),
+                &self.target,
+                self.kind,
+                &self.chat,
+                Some(&Err(e.clone())),
+                latency,
+            ),
+            other => {
+                metering::record_partial(prices, &self.facts(), &partial, &other.outcome(), latency)
+            }
+        }
+    }
+
+    /// Writes the call's usage and audit records, releasing its
+    /// reservation.
+    async fn record(&mut self, end: &End) -> Result<UsageRecord, CallError> {
+        let record = self.usage_record(end);
+        self.recorded = true;
+        let span = tracing::Span::current();
+        span.record("gen_ai.usage.input_tokens", record.input_tokens);
+        span.record("gen_ai.usage.output_tokens", record.output_tokens);
+        span.record("latency_ms", record.latency_ms);
+        if let Some(model) = &record.model_returned {
+            span.record("gen_ai.response.model", model.as_str());
+        }
+        tracing::info!(outcome = %record.outcome, source = %record.source, "llm stream finished");
+        let audit = self
+            .service
+            .audit(&self.run, &self.target, "key.used", &record.outcome);
+        let (db, written, reservation) =
+            (self.service.db.clone(), record.clone(), self.reservation);
+        blocking(move || db.record_call(&written, &audit, reservation)).await?;
+        Ok(record)
+    }
+
+    /// Whether the reply has passed its cap by more than a quarter (the
+    /// margin absorbs the difference between our tokenizer and the
+    /// provider's).
+    fn overrun(&self, checked_bytes: &mut usize) -> bool {
+        let Some(provider) = &self.provider else {
+            return false;
+        };
+        let partial = provider.partial();
+        let cap = u64::from(self.chat.max_tokens);
+        let limit = cap + cap / 4 + 16;
+        let reported = partial.usage.as_ref().map_or(0, |(_, u)| u.output_tokens);
+        if reported > limit {
+            return true;
+        }
+        // Counting tokens costs a pass over the text: only once the text
+        // could be over the limit, and then once per kilobyte.
+        let bytes = partial.generated_bytes();
+        if (bytes as u64) / 4 <= limit || bytes < *checked_bytes + 1024 {
+            return false;
+        }
+        *checked_bytes = bytes;
+        metering::output_tokens(&partial.completion().message) > limit
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if self.recorded {
+            return;
+        }
+        let mut record = self.usage_record(&End::Dropped);
+        record.outcome = "cancelled".into();
+        let audit = self
+            .service
+            .audit(&self.run, &self.target, "key.used", "cancelled");
+        if let Err(e) = self
+            .service
+            .db
+            .record_call(&record, &audit, self.reservation)
+        {
+            tracing::error!(error = %e, "could not record a stream cut off before it finished");
+        }
+    }
+}
+
+/// What the stream's task owns.
+struct Drive<R> {
+    driver: Driver,
+    secret: ProviderSecret,
+    fence: Option<std::fs::File>,
+    revoked: std::pin::Pin<Box<R>>,
+    stopped: oneshot::Receiver<()>,
+    events: mpsc::Sender<GuestEvent>,
+    failed: Arc<OnceLock<CallError>>,
+}
+
+async fn drive<R: Future<Output = ()>>(d: Drive<R>) {
+    let Drive {
+        mut driver,
+        secret,
+        fence,
+        mut revoked,
+        mut stopped,
+        events,
+        failed,
+    } = d;
+    let mut text = StreamScrubber::default();
+    let mut arguments: HashMap<u32, StreamScrubber> = HashMap::new();
+    let mut checked_bytes = 0;
+    let end = 'read: loop {
+        let Some(provider) = driver.provider.as_mut() else {
+            break End::Complete;
+        };
+        let next = tokio::select! {
+            biased;
+            () = &mut revoked => break End::Revoked,
+            _ = &mut stopped => break End::Dropped,
+            next = provider.next() => next,
+        };
+        let event = match next {
+            Ok(None) => break End::Complete,
+            Err(e) => break End::Failed(e),
+            Ok(Some(event)) => event,
+        };
+        if driver.overrun(&mut checked_bytes) {
+            break End::Overrun;
+        }
+        let out = match event {
+            StreamEvent::Text(delta) => Some(GuestEvent::Text(text.push(&delta, &secret)))
+                .filter(|e| !matches!(e, GuestEvent::Text(t) if t.is_empty())),
+            StreamEvent::ToolCall(mut delta) => {
+                delta.arguments = arguments
+                    .entry(delta.index)
+                    .or_default()
+                    .push(&delta.arguments, &secret);
+                for field in [&mut delta.id, &mut delta.name].into_iter().flatten() {
+                    providers::scrub(field, &secret);
+                }
+                Some(GuestEvent::ToolCall(delta))
+            }
+        };
+        if let Some(out) = out {
+            tokio::select! {
+                biased;
+                () = &mut revoked => break 'read End::Revoked,
+                _ = &mut stopped => break 'read End::Dropped,
+                sent = events.send(out) => if sent.is_err() { break 'read End::Dropped },
+            }
+        }
+    };
+    // The claw hears of a failure at once, before the bookkeeping.
+    if let Some(error) = end.error(&driver.chat) {
+        let _ = failed.set(error);
+    }
+    let mut tail = Vec::new();
+    if matches!(end, End::Complete) {
+        let rest = text.flush(&secret);
+        if !rest.is_empty() {
+            tail.push(GuestEvent::Text(rest));
+        }
+        let mut indexes: Vec<u32> = arguments.keys().copied().collect();
+        indexes.sort_unstable();
+        for index in indexes {
+            let rest = arguments
+                .get_mut(&index)
+                .map(|s| s.flush(&secret))
+                .unwrap_or_default();
+            if !rest.is_empty() {
+                tail.push(GuestEvent::ToolCall(ToolCallDelta {
+                    index,
+                    id: None,
+                    name: None,
+                    arguments: rest,
+                }));
+            }
+        }
+    }
+    if let Some(provider) = driver.provider.as_mut() {
+        provider.close();
+    }
+    drop(secret);
+    let recorded = driver.record(&end).await;
+    // Only now may a revocation waiting on the fence return: the
+    // connection is closed and the record written.
+    drop(fence);
+    match recorded {
+        Ok(record) if matches!(end, End::Complete) => {
+            let done = driver
+                .provider
+                .as_ref()
+                .map(|p| p.partial().completion().finish_reason)
+                .unwrap_or(FinishReason::Other);
+            tail.push(GuestEvent::Finish(done));
+            tail.push(GuestEvent::Usage(Usage {
+                input_tokens: record.input_tokens as u64,
+                output_tokens: record.output_tokens as u64,
+                cache_read_tokens: record.cache_read_tokens as u64,
+                cache_write_tokens: record.cache_write_tokens as u64,
+                reasoning_tokens: record.reasoning_tokens as u64,
+            }));
+            for event in tail {
+                if events.send(event).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            let _ = failed.set(e);
+        }
+    }
+}

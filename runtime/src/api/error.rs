@@ -139,10 +139,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(&rejection, true)),
-        }
+        json_body(req, state, true).await.map(Self)
     }
 }
 
@@ -159,10 +156,20 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(&rejection, false)),
-        }
+        json_body(req, state, false).await.map(Self)
+    }
+}
+
+/// The body as JSON; `quote` says whether a rejection may repeat what
+/// serde said of it (never for bodies holding a secret).
+async fn json_body<T, S>(req: Request, state: &S, quote: bool) -> Result<T, ApiError>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    match axum::Json::<T>::from_request(req, state).await {
+        Ok(axum::Json(value)) => Ok(value),
+        Err(rejection) => Err(json_rejection(&rejection, quote)),
     }
 }
 

@@ -429,9 +429,26 @@ fn revocation_from_another_process_stops_every_claw_at_once() {
             |r| r.get(0),
         )
         .expect("counts");
+    // A claw is almost always waiting on the provider; on a loaded machine
+    // one may be between two calls when the revoke lands, and its next call
+    // is then refused before it is sent. Either way, every request that
+    // reached the provider has exactly one record: answered, or cut.
+    assert!(
+        (1..=CLAWS).contains(&(cut as usize)),
+        "{cut} calls were cut; at least one was in flight"
+    );
+    let recorded: i64 = env
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM usage_records WHERE outcome IN ('ok', 'cancelled_revoked')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("counts");
     assert_eq!(
-        cut as usize, CLAWS,
-        "each claw had one call in flight, cut and recorded"
+        recorded as usize,
+        requests.len(),
+        "every request that reached the provider is recorded once"
     );
     let estimated: i64 = env
         .db()

@@ -253,6 +253,7 @@ impl LlmService {
         guard.disarm();
         drop(secret);
         let latency = started.elapsed();
+        super::provider_wait::record(latency);
 
         let record = metering::record(
             &self.prices,

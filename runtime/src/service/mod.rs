@@ -3,6 +3,7 @@
 
 pub mod llm;
 mod master;
+pub mod provider_wait;
 pub mod revocation;
 pub mod slots;
 mod tokens;
@@ -889,6 +890,13 @@ impl Service {
             run_id: Some(run_id.to_owned()),
             ..UsageFilter::default()
         })?)
+    }
+
+    /// The host's `llm-call` service, for the benchmarks that drive calls
+    /// without a cage.
+    #[doc(hidden)]
+    pub fn llm(&self) -> &Arc<LlmService> {
+        &self.llm
     }
 
     /// Runs a claw in a fresh inspectable cage and returns the report with

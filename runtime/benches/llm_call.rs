@@ -36,7 +36,7 @@ use clawrun::cage::{Cage, CageLimits, RunContext};
 use clawrun::metering::budgets::{BudgetPeriod, BudgetScope, BudgetUnit};
 use clawrun::providers::{Message, ProviderKind, Role};
 use clawrun::service::llm::GuestRequest;
-use clawrun::service::{self, Service, provider_wait};
+use clawrun::service::{self, Service, waits};
 use clawrun::vault::ProviderSecret;
 
 const SYSTEM: &str = "You are a friendly assistant. Answer in one short paragraph.";
@@ -127,6 +127,8 @@ fn us(d: Duration) -> String {
 struct Sample {
     total: Duration,
     wait: Duration,
+    ledger: Duration,
+    admission: Duration,
     late: Duration,
 }
 
@@ -137,6 +139,10 @@ struct Phase {
     total: Dist,
     overhead: Dist,
     wait: Dist,
+    ledger: Dist,
+    admission: Dist,
+    /// Overhead less the wait for the usage record's fsync.
+    off_disk: Dist,
     late: Dist,
     errors: usize,
 }
@@ -174,14 +180,20 @@ where
             pending.clone(),
         );
         rt.spawn(async move {
-            let (result, wait) = provider_wait::measure(request()).await;
+            let (result, waits) = waits::measure(request()).await;
             let total = at.elapsed();
             if let Err(e) = result {
                 if errors.fetch_add(1, Ordering::Relaxed) == 0 {
                     eprintln!("first error: {e}");
                 }
             }
-            lock(&samples).push(Sample { total, wait, late });
+            lock(&samples).push(Sample {
+                total,
+                wait: waits.provider,
+                ledger: waits.ledger,
+                admission: waits.admission,
+                late,
+            });
             pending.fetch_sub(1, Ordering::Release);
         });
     }
@@ -201,6 +213,14 @@ where
                 .collect(),
         ),
         wait: Dist::new(samples.iter().map(|s| s.wait).collect()),
+        ledger: Dist::new(samples.iter().map(|s| s.ledger).collect()),
+        admission: Dist::new(samples.iter().map(|s| s.admission).collect()),
+        off_disk: Dist::new(
+            samples
+                .iter()
+                .map(|s| s.total.saturating_sub(s.wait + s.ledger))
+                .collect(),
+        ),
         late: Dist::new(samples.iter().map(|s| s.late).collect()),
         errors: errors.load(Ordering::Relaxed),
     }
@@ -438,7 +458,7 @@ impl Bench {
 
 fn phase_line(name: &str, p: &Phase) {
     println!(
-        "  {name:<22} offered {:>6.0}/s done {:>6.0}/s  total {}  overhead {}  provider wait p50 {}  dispatch late p50 {}{}",
+        "  {name:<18} offered {:>5.0}/s done {:>5.0}/s | total {} | overhead {} | provider wait p50 {} | dispatch late p50 {}{}",
         p.offered,
         p.done_per_s,
         p.total.show(),
@@ -451,6 +471,15 @@ fn phase_line(name: &str, p: &Phase) {
             String::new()
         }
     );
+    if p.ledger.pct(0.99) > Duration::ZERO {
+        println!(
+            "  {:<18} of which: ledger commit (fsync) {} | admission {} | overhead less the ledger commit {}",
+            "",
+            p.ledger.show(),
+            p.admission.show(),
+            p.off_disk.show()
+        );
+    }
 }
 
 fn main() {
@@ -482,7 +511,11 @@ fn main() {
             host.total.pct(0.5).as_secs_f64() / direct.total.pct(0.5).as_secs_f64(),
             run.total.pct(0.5).as_secs_f64() / direct.total.pct(0.5).as_secs_f64(),
         );
-        assert_eq!(host.errors + run.errors + direct.errors, 0, "calls fail");
+        // Under overload a backlog can fill the cage pool; the full run
+        // reports the errors, the quick one must have none.
+        if quick {
+            assert_eq!(host.errors + run.errors + direct.errors, 0, "calls fail");
+        }
     }
 
     // The highest rate the host sustains: every call done within the

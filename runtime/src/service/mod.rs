@@ -1,12 +1,13 @@
 //! The operations both the CLI and the HTTP API call: keys, claws, runs and
 //! usage, for one organisation of one data directory.
 
+mod fence;
 pub mod llm;
 mod master;
-pub mod provider_wait;
 pub mod revocation;
 pub mod slots;
 mod tokens;
+pub mod waits;
 
 pub use tokens::NewToken;
 

@@ -44,6 +44,11 @@ const MIGRATIONS: &[&str] = &[
 /// their next read, which is what makes revocation immediate everywhere.
 pub struct SqliteDb {
     conn: Arc<Mutex<Connection>>,
+    /// A second connection for the reads every `llm-call` makes (its
+    /// assignment and key state, the organisation's keys): in WAL mode a
+    /// reader does not wait for the ledger writer's fsync, which holds
+    /// `conn`. Absent for an in-memory database, which one connection owns.
+    reader: Option<Mutex<Connection>>,
     ledger: OnceLock<Mutex<mpsc::Sender<ledger::LedgerWrite>>>,
 }
 
@@ -68,7 +73,12 @@ impl SqliteDb {
                 .open(&path);
         }
         let conn = Connection::open(&path)?;
-        Self::configure(conn)
+        let mut db = Self::configure(conn)?;
+        let reader = Connection::open(&path)?;
+        reader.busy_timeout(std::time::Duration::from_secs(10))?;
+        reader.execute_batch("PRAGMA foreign_keys = ON;")?;
+        db.reader = Some(Mutex::new(reader));
+        Ok(db)
     }
 
     /// An in-memory database, for tests and benchmarks.
@@ -106,12 +116,18 @@ impl SqliteDb {
         }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            reader: None,
             ledger: OnceLock::new(),
         })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         lock(&self.conn)
+    }
+
+    /// The connection for the per-call reads.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader.as_ref().map_or_else(|| self.conn(), lock)
     }
 
     /// The ledger writer's queue, starting the writer on first use.
@@ -327,7 +343,7 @@ impl Db for SqliteDb {
     }
 
     fn keys(&self, org_id: &str) -> Result<Vec<KeyRow>, DbError> {
-        let conn = self.conn();
+        let conn = self.reader();
         // Cached: the leak guard reads them on every call.
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {KEY_COLUMNS} FROM provider_keys WHERE org_id = ?1 ORDER BY name"
@@ -513,7 +529,7 @@ impl Db for SqliteDb {
         // A cached statement: read on every call, the join's parsing and
         // planning cost more than the lookup itself.
         Ok(self
-            .conn()
+            .reader()
             .prepare_cached(&format!(
                 "SELECT o.wrapped_data_key, c.model, {key_columns}
                  FROM claws c

@@ -182,10 +182,10 @@ where
         rt.spawn(async move {
             let (result, waits) = waits::measure(request()).await;
             let total = at.elapsed();
-            if let Err(e) = result {
-                if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                    eprintln!("first error: {e}");
-                }
+            if let Err(e) = result
+                && errors.fetch_add(1, Ordering::Relaxed) == 0
+            {
+                eprintln!("first error: {e}");
             }
             lock(&samples).push(Sample {
                 total,

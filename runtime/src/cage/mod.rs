@@ -66,8 +66,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Runs one host process can hold at once: the pooling allocator's
 /// number of component instance slots. A run started while all are taken
 /// fails with [`RunError::Capacity`]. Agents spend most of a run waiting
-/// on their model, so a host holds many at once: 1,000 cages waiting on a
-/// slow provider take about BENCH MiB (see BENCHMARKS.md).
+/// on their model, so a host holds many at once: 1,000 cages of `hello`
+/// waiting on a slow provider took about 210 MiB resident in all (see
+/// BENCHMARKS.md).
 pub const POOL_CAGES: u32 = 1024;
 
 /// Who a run is for: every usage record of the run carries these.

@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 budget="${1:-60}"
-target="${CARGO_TARGET_DIR:-target}"
+# Wherever cargo puts its output (CARGO_TARGET_DIR, or a config's target-dir).
+target="$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 bin="$target/debug/clawrun"
 [ -x "$bin" ] || cargo build -p clawrun
 

@@ -14,6 +14,10 @@ if ! command -v chromium >/dev/null; then
   fi
 fi
 cargo build -p clawrun --quiet
+# Wherever cargo puts its output (CARGO_TARGET_DIR, or a config's target-dir).
+target="$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+export CLAWRUN_BIN="$target/debug/clawrun"
 cd tests/browser
 if [ ! -d node_modules/playwright-core ]; then
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error

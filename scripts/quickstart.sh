@@ -10,7 +10,10 @@ echo "==> building clawrun and the example claws (the first build takes a few mi
 cargo build --quiet -p clawrun
 cargo build --quiet --release --target wasm32-wasip2 \
   --manifest-path claws/Cargo.toml --target-dir claws/target
-bin="${CARGO_TARGET_DIR:-target}/debug/clawrun"
+# Wherever cargo puts its output (CARGO_TARGET_DIR, or a config's target-dir).
+target="$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+bin="$target/debug/clawrun"
 claws=claws/target/wasm32-wasip2/release
 
 export CLAWRUN_DATA_DIR="${CLAWRUN_DATA_DIR:-$(mktemp -d /tmp/clawrun-quickstart.XXXXXX)}"

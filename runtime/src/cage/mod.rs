@@ -68,8 +68,11 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Runs one host process can hold at once: the pooling allocator's
 /// number of component instance slots. A run started while all are taken
-/// fails with [`RunError::Capacity`].
-pub const POOL_CAGES: u32 = 256;
+/// fails with [`RunError::Capacity`]. Agents spend most of a run waiting
+/// on their model, so a host holds many at once: 1,000 cages of `hello`
+/// waiting on a slow provider took about 210 MiB resident in all (see
+/// BENCHMARKS.md).
+pub const POOL_CAGES: u32 = 1024;
 
 /// Who a run is for: every usage record of the run carries these.
 #[derive(Debug, Clone)]
@@ -525,11 +528,13 @@ fn engine_config(guest_debug: bool) -> Config {
     let memories = u32::try_from(limits::MAX_MEMORIES).unwrap_or(u32::MAX);
     pool.total_component_instances(POOL_CAGES)
         // A claw built with claw-sdk uses three core instances, one memory
-        // and two tables; the totals leave room for about five times that
-        // per run on average.
-        .total_core_instances(POOL_CAGES * 16)
-        .total_memories(POOL_CAGES * 4)
-        .total_tables(POOL_CAGES * 8)
+        // and two tables; the totals leave room for about twice that per
+        // run on average. Each memory slot reserves (not commits) 4 GiB of
+        // address space, so the pool stays within a few TiB of the 128 TiB
+        // a process has, with room for several engines per process.
+        .total_core_instances(POOL_CAGES * 8)
+        .total_memories(POOL_CAGES * 2)
+        .total_tables(POOL_CAGES * 4)
         .total_stacks(POOL_CAGES)
         .max_core_instances_per_component(limits::MAX_INSTANCES as u32)
         .max_memories_per_component(memories)

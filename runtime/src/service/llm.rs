@@ -255,6 +255,7 @@ impl LlmService {
         guard.disarm();
         drop(secret);
         let latency = started.elapsed();
+        super::waits::provider(latency);
 
         let record = metering::record(
             &self.prices,
@@ -275,7 +276,9 @@ impl LlmService {
         tracing::info!(outcome = %record.outcome, "llm call finished");
         let audit = self.audit(run, &target, "key.used", &record.outcome);
         let db = self.db.clone();
+        let committing = Instant::now();
         blocking(move || db.record_call(&record, &audit, reservation)).await?;
+        super::waits::ledger(committing.elapsed());
         drop(fence);
 
         let Some(result) = result else {
@@ -346,7 +349,9 @@ impl LlmService {
         };
         let secret = self.open_key(run, &data_key, &target)?;
         drop(data_key);
+        let admitting = Instant::now();
         let reservation = self.admit(run, &target, &chat).await?;
+        super::waits::admission(admitting.elapsed());
         Ok(Ready {
             target,
             fence,
@@ -399,46 +404,15 @@ impl LlmService {
         &self,
         run: &RunContext,
     ) -> Result<(CallTarget, Option<std::fs::File>), CallError> {
-        let read = || {
-            let db = self.db.clone();
-            let claw_id = run.claw_id.clone();
-            async move {
-                blocking(move || db.call_target(&claw_id))
-                    .await?
-                    .ok_or(CallError::NoKeyAssigned)
-            }
-        };
-        let first = read().await?;
-        // A key already revoked needs no fence: the call is refused, and
-        // calls refused this way must never hold up the revocation itself.
-        let Some(locks) = self
-            .locks
-            .as_ref()
-            .filter(|_| first.key.state == KeyState::Active)
-        else {
-            return Ok((first, None));
-        };
-        let mut key_id = first.key.id;
-        // Reassignment between the two reads moves the call to another key:
-        // fence that one instead. Three tries cover any sane admin.
-        for _ in 0..3 {
-            let locks = locks.clone();
-            let id = key_id.clone();
-            let fence = tokio::task::spawn_blocking(move || locks.shared(&id))
-                .await
-                .map_err(|_| CallError::Unavailable("the host's lock task failed".into()))?
-                .map_err(|e| {
-                    CallError::Unavailable(format!("cannot take the key's lock file: {e}"))
-                })?;
-            let target = read().await?;
-            if target.key.id == key_id {
-                return Ok((target, Some(fence)));
-            }
-            key_id = target.key.id;
+        if let Some(locks) = &self.locks {
+            return super::fence::resolve(&self.db, locks, &run.claw_id).await;
         }
-        Err(CallError::Unavailable(
-            "the claw's assignment keeps changing; try again".into(),
-        ))
+        let db = self.db.clone();
+        let claw_id = run.claw_id.clone();
+        let target = blocking(move || db.call_target(&claw_id))
+            .await?
+            .ok_or(CallError::NoKeyAssigned)?;
+        Ok((target, None))
     }
 
     /// The id of a stored key of the organisation found in the request.

@@ -1,12 +1,14 @@
 //! The operations both the CLI and the HTTP API call: keys, claws, runs and
 //! usage, for one organisation of one data directory.
 
+mod fence;
 pub mod llm;
 mod master;
 pub mod revocation;
 pub mod slots;
 pub mod stream;
 mod tokens;
+pub mod waits;
 
 pub use tokens::NewToken;
 
@@ -960,6 +962,13 @@ impl Service {
             run_id: Some(run_id.to_owned()),
             ..UsageFilter::default()
         })?)
+    }
+
+    /// The host's `llm-call` service, for the benchmarks that drive calls
+    /// without a cage.
+    #[doc(hidden)]
+    pub fn llm(&self) -> &Arc<LlmService> {
+        &self.llm
     }
 
     /// Runs a claw in a fresh inspectable cage and returns the report with

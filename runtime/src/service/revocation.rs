@@ -14,11 +14,11 @@
 //!   of revoked keys, so calls in flight are cancelled with the revoked error
 //!   instead of holding the fence until the provider answers.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -28,10 +28,12 @@ use crate::db::Db;
 /// How often the watcher looks for commits by other processes.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(10);
 
-/// The per-key lock files of one data directory.
+/// The per-key lock files of one data directory, and the key each claw
+/// was last fenced on.
 #[derive(Debug, Clone)]
 pub struct KeyLocks {
     dir: PathBuf,
+    last: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl KeyLocks {
@@ -39,7 +41,27 @@ impl KeyLocks {
     pub fn new(data_dir: &std::path::Path) -> Self {
         Self {
             dir: data_dir.join("locks"),
+            last: Arc::default(),
         }
+    }
+
+    /// The key `claw_id` was last fenced on: a guess at which lock its
+    /// next call needs, which that call confirms by reading the claw's
+    /// assignment under the lock.
+    pub fn last_key(&self, claw_id: &str) -> Option<String> {
+        self.lock_last().get(claw_id).cloned()
+    }
+
+    /// Remembers the key `claw_id` was fenced on.
+    pub fn remember(&self, claw_id: &str, key_id: &str) {
+        let mut last = self.lock_last();
+        if last.get(claw_id).is_none_or(|k| k != key_id) {
+            last.insert(claw_id.to_owned(), key_id.to_owned());
+        }
+    }
+
+    fn lock_last(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn open(&self, key_id: &str) -> std::io::Result<File> {

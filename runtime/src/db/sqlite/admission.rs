@@ -12,11 +12,38 @@ const STALE_RESERVATION_MS: i64 = 15 * 60 * 1000;
 
 const MINUTE_MS: i64 = 60_000;
 
+/// Checks a call against its budgets and limits and, if admitted, records
+/// its reservation, in one IMMEDIATE transaction.
+pub(super) fn reserve(
+    conn: &mut Connection,
+    call: &Admission,
+) -> Result<Result<Option<i64>, Refusal>, DbError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    release_stale(&tx, call.now_ms)?;
+    if let Some(refusal) = check(&tx, call)? {
+        return Ok(Err(refusal));
+    }
+    tx.prepare_cached(
+        "INSERT INTO reservations (org_id, claw_id, key_id, conversation_id, tokens, micros, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        call.org_id,
+        call.claw_id,
+        call.key_id,
+        call.conversation_id,
+        call.tokens,
+        call.micros,
+        call.now_ms
+    ])?;
+    let id = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(Ok(Some(id)))
+}
+
 pub(super) fn release_stale(conn: &Connection, now_ms: i64) -> Result<(), DbError> {
-    conn.execute(
-        "DELETE FROM reservations WHERE at_ms < ?1",
-        [now_ms - STALE_RESERVATION_MS],
-    )?;
+    conn.prepare_cached("DELETE FROM reservations WHERE at_ms < ?1")?
+        .execute([now_ms - STALE_RESERVATION_MS])?;
     Ok(())
 }
 
@@ -62,9 +89,24 @@ pub(super) fn check(conn: &Connection, call: &Admission) -> Result<Option<Refusa
                 }
             },
         };
-        let (measure, reserved) = match budget.unit {
-            BudgetUnit::Tokens => ("input_tokens + output_tokens", "tokens"),
-            BudgetUnit::Micros => ("COALESCE(cost_micros, 0)", "COALESCE(micros, 0)"),
+        let (measure, reserved) = match (budget.unit, budget.scope) {
+            // Organisation and claw budgets read the daily totals
+            // (migration 0008): periods start at midnight, so whole days sum
+            // exactly. A conversation's records are few and indexed.
+            (BudgetUnit::Tokens, BudgetScope::Org | BudgetScope::Claw) => ("tokens", "tokens"),
+            (BudgetUnit::Micros, BudgetScope::Org | BudgetScope::Claw) => {
+                ("micros", "COALESCE(micros, 0)")
+            }
+            (BudgetUnit::Tokens, BudgetScope::Conversation) => {
+                ("input_tokens + output_tokens", "tokens")
+            }
+            (BudgetUnit::Micros, BudgetScope::Conversation) => {
+                ("COALESCE(cost_micros, 0)", "COALESCE(micros, 0)")
+            }
+        };
+        let (ledger, since) = match budget.scope {
+            BudgetScope::Org | BudgetScope::Claw => ("usage_days", "day >= ?2 / 86400000"),
+            BudgetScope::Conversation => ("usage_records", "at_ms >= ?2"),
         };
         let (scope, claw, conversation) = match budget.scope {
             // Every form names ?3 and ?4, so one parameter list fits all.
@@ -81,16 +123,16 @@ pub(super) fn check(conn: &Connection, call: &Admission) -> Result<Option<Refusa
             ),
         };
         let start = period_start(budget.period, call.now_ms);
-        let used: i64 = conn.query_row(
-            &format!(
-                "SELECT (SELECT CAST(TOTAL({measure}) AS INTEGER) FROM usage_records
-                         WHERE org_id = ?1 AND at_ms >= ?2 AND {scope})
+        let used: i64 = conn
+            .prepare_cached(&format!(
+                "SELECT (SELECT CAST(TOTAL({measure}) AS INTEGER) FROM {ledger}
+                         WHERE org_id = ?1 AND {since} AND {scope})
                       + (SELECT CAST(TOTAL({reserved}) AS INTEGER) FROM reservations
                          WHERE org_id = ?1 AND {scope})"
-            ),
-            params![call.org_id, start, claw, conversation],
-            |r| r.get(0),
-        )?;
+            ))?
+            .query_row(params![call.org_id, start, claw, conversation], |r| {
+                r.get(0)
+            })?;
         if used.saturating_add(need) > budget.amount {
             let shown = |v: i64| match budget.unit {
                 BudgetUnit::Tokens => format!("{v} tokens"),
@@ -119,17 +161,20 @@ pub(super) fn check(conn: &Connection, call: &Admission) -> Result<Option<Refusa
     let since = call.now_ms - MINUTE_MS;
     for (scope, target, rpm, tpm) in limits {
         let column = if scope == "key" { "key_id" } else { "claw_id" };
-        let (calls, tokens, oldest): (i64, i64, Option<i64>) = conn.query_row(
-            &format!(
-                "SELECT COUNT(*), COALESCE(SUM(t), 0), MIN(at) FROM (
-                     SELECT input_tokens + output_tokens AS t, at_ms AS at FROM usage_records
-                     WHERE {column} = ?1 AND at_ms >= ?2
+        // The minute is counted in whole seconds of the per-second totals
+        // (migration 0008): calls of the second the minute starts in count
+        // whole, so the window is at most a second longer, never shorter.
+        let (calls, tokens, oldest): (i64, i64, Option<i64>) = conn
+            .prepare_cached(&format!(
+                "SELECT COALESCE(SUM(c), 0), COALESCE(SUM(t), 0), MIN(at) FROM (
+                     SELECT calls AS c, tokens AS t, first_at_ms AS at FROM usage_seconds
+                     WHERE target_id = ?1 AND second >= ?2 / 1000
                      UNION ALL
-                     SELECT tokens, at_ms FROM reservations WHERE {column} = ?1 AND at_ms >= ?2)"
-            ),
-            params![target, since],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+                     SELECT 1, tokens, at_ms FROM reservations WHERE {column} = ?1 AND at_ms >= ?2)"
+            ))?
+            .query_row(params![target, since], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
         let over_rpm = rpm.is_some_and(|rpm| calls >= rpm);
         let over_tpm = tpm.is_some_and(|tpm| tokens.saturating_add(call.tokens) > tpm && calls > 0);
         if over_rpm || over_tpm {

@@ -4,7 +4,7 @@ use std::sync::{Mutex, Weak, mpsc};
 
 use rusqlite::Connection;
 
-use super::{insert_audit, insert_usage, lock};
+use super::{add_to_totals, insert_audit, insert_usage, lock};
 use crate::db::{AuditRecord, DbError, UsageRecord};
 
 /// Most calls' records committed in one transaction.
@@ -36,14 +36,22 @@ pub(super) fn writer(conn: &Weak<Mutex<Connection>>, queue: &mpsc::Receiver<Ledg
         let Some(conn) = conn.upgrade() else { return };
         let mut conn = lock(&conn);
         let write = |conn: &mut Connection, items: &[LedgerWrite]| -> Result<(), DbError> {
+            // Usage is durable before its call returns, whatever mode an
+            // admission left the connection in.
+            conn.pragma_update(None, "synchronous", "FULL")?;
             let tx = conn.transaction()?;
             for w in items {
                 insert_usage(&tx, &w.usage)?;
+                add_to_totals(&tx, &w.usage)?;
                 insert_audit(&tx, &w.audit)?;
                 if let Some(id) = w.reservation {
-                    tx.execute("DELETE FROM reservations WHERE id = ?1", [id])?;
+                    tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
+                        .execute([id])?;
                 }
             }
+            // Rate limits look one minute back; two keep a margin.
+            tx.prepare_cached("DELETE FROM usage_seconds WHERE second < ?1")?
+                .execute([crate::metering::now_ms() / 1000 - 120])?;
             tx.commit()?;
             Ok(())
         };

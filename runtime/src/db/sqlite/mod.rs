@@ -13,8 +13,8 @@ mod ledger;
 mod rows;
 
 use rows::{
-    CLAW_COLUMNS, KEY_COLUMNS, USAGE_COLUMNS, claw_row, insert_audit, insert_usage, key_row,
-    usage_row, usage_where,
+    CLAW_COLUMNS, KEY_COLUMNS, USAGE_COLUMNS, add_to_totals, claw_row, insert_audit, insert_usage,
+    key_row, usage_row, usage_where,
 };
 
 use super::{
@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_claw_limits.sql"),
     include_str!("../migrations/0006_compatible.sql"),
     include_str!("../migrations/0007_tenancy.sql"),
+    include_str!("../migrations/0008_usage_totals.sql"),
 ];
 
 /// SQLite in the data directory, in WAL mode.
@@ -44,6 +45,11 @@ const MIGRATIONS: &[&str] = &[
 /// their next read, which is what makes revocation immediate everywhere.
 pub struct SqliteDb {
     conn: Arc<Mutex<Connection>>,
+    /// A second connection for the reads every `llm-call` makes (its
+    /// assignment and key state, the organisation's keys): in WAL mode a
+    /// reader does not wait for the ledger writer's fsync, which holds
+    /// `conn`. Absent for an in-memory database, which one connection owns.
+    reader: Option<Mutex<Connection>>,
     ledger: OnceLock<Mutex<mpsc::Sender<ledger::LedgerWrite>>>,
 }
 
@@ -68,7 +74,12 @@ impl SqliteDb {
                 .open(&path);
         }
         let conn = Connection::open(&path)?;
-        Self::configure(conn)
+        let mut db = Self::configure(conn)?;
+        let reader = Connection::open(&path)?;
+        reader.busy_timeout(std::time::Duration::from_secs(10))?;
+        reader.execute_batch("PRAGMA foreign_keys = ON;")?;
+        db.reader = Some(Mutex::new(reader));
+        Ok(db)
     }
 
     /// An in-memory database, for tests and benchmarks.
@@ -106,12 +117,18 @@ impl SqliteDb {
         }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            reader: None,
             ledger: OnceLock::new(),
         })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         lock(&self.conn)
+    }
+
+    /// The connection for the per-call reads.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader.as_ref().map_or_else(|| self.conn(), lock)
     }
 
     /// The ledger writer's queue, starting the writer on first use.
@@ -328,8 +345,9 @@ impl Db for SqliteDb {
     }
 
     fn keys(&self, org_id: &str) -> Result<Vec<KeyRow>, DbError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
+        let conn = self.reader();
+        // Cached: the leak guard reads them on every call.
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT {KEY_COLUMNS} FROM provider_keys WHERE org_id = ?1 ORDER BY name"
         ))?;
         let rows = stmt.query_map([org_id], |r| key_row(r, 0))?;
@@ -510,25 +528,24 @@ impl Db for SqliteDb {
             .map(|c| format!("k.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
+        // A cached statement: read on every call, the join's parsing and
+        // planning cost more than the lookup itself.
         Ok(self
-            .conn()
-            .query_row(
-                &format!(
-                    "SELECT o.wrapped_data_key, c.model, {key_columns}
-                     FROM claws c
-                     JOIN provider_keys k ON k.id = c.key_id
-                     JOIN orgs o ON o.id = c.org_id
-                     WHERE c.id = ?1 AND c.model IS NOT NULL"
-                ),
-                [claw_id],
-                |r| {
-                    Ok(CallTarget {
-                        wrapped_data_key: r.get(0)?,
-                        model: r.get(1)?,
-                        key: key_row(r, 2)?,
-                    })
-                },
-            )
+            .reader()
+            .prepare_cached(&format!(
+                "SELECT o.wrapped_data_key, c.model, {key_columns}
+                 FROM claws c
+                 JOIN provider_keys k ON k.id = c.key_id
+                 JOIN orgs o ON o.id = c.org_id
+                 WHERE c.id = ?1 AND c.model IS NOT NULL"
+            ))?
+            .query_row([claw_id], |r| {
+                Ok(CallTarget {
+                    wrapped_data_key: r.get(0)?,
+                    model: r.get(1)?,
+                    key: key_row(r, 2)?,
+                })
+            })
             .optional()?)
     }
 
@@ -558,31 +575,27 @@ impl Db for SqliteDb {
         let mut conn = self.conn();
         // Cheap read first: most organisations set no budget or limit, and
         // their calls need neither a reservation nor the write lock.
-        let applies: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM budgets WHERE org_id = ?1)
-                 OR EXISTS (SELECT 1 FROM rate_limits WHERE target_id IN (?2, ?3))",
-            params![call.org_id, call.claw_id, call.key_id],
-            |r| r.get(0),
-        )?;
+        let applies: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM budgets WHERE org_id = ?1)
+                     OR EXISTS (SELECT 1 FROM rate_limits WHERE target_id IN (?2, ?3))",
+            )?
+            .query_row(params![call.org_id, call.claw_id, call.key_id], |r| {
+                r.get(0)
+            })?;
         if !applies {
             return Ok(Ok(None));
         }
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        admission::release_stale(&tx, call.now_ms)?;
-        if let Some(refusal) = admission::check(&tx, call)? {
-            return Ok(Err(refusal));
-        }
-        tx.execute(
-            "INSERT INTO reservations (org_id, claw_id, key_id, conversation_id, tokens, micros, at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                call.org_id, call.claw_id, call.key_id, call.conversation_id, call.tokens,
-                call.micros, call.now_ms
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
-        tx.commit()?;
-        Ok(Ok(Some(id)))
+        // A reservation is bookkeeping for a call in flight, not usage:
+        // other processes see it once committed whatever the sync mode, and
+        // a crash that loses it ends the call holding it too. So it commits
+        // without waiting for the disk (NORMAL, in WAL mode); the usage
+        // record that settles it commits FULL, and that fsync of the WAL
+        // makes this commit durable as well.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let admitted = admission::reserve(&mut conn, call);
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        admitted
     }
 
     fn budget_add(&self, org_id: &str, b: &Budget, at_ms: i64) -> Result<i64, DbError> {

@@ -152,6 +152,34 @@ pub(super) fn insert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), DbE
     Ok(())
 }
 
+/// Adds a usage record to the running totals admission reads (migration
+/// 0008), in the caller's transaction.
+pub(super) fn add_to_totals(conn: &Connection, u: &UsageRecord) -> Result<(), DbError> {
+    let tokens = u.input_tokens + u.output_tokens;
+    conn.prepare_cached(
+        "INSERT INTO usage_days (org_id, claw_id, day, tokens, micros) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (org_id, claw_id, day)
+         DO UPDATE SET tokens = tokens + excluded.tokens, micros = micros + excluded.micros",
+    )?
+    .execute(params![
+        u.org_id,
+        u.claw_id,
+        u.at_ms.div_euclid(86_400_000),
+        tokens,
+        u.cost_micros.unwrap_or(0)
+    ])?;
+    let mut per_second = conn.prepare_cached(
+        "INSERT INTO usage_seconds (target_id, second, calls, tokens, first_at_ms)
+         VALUES (?1, ?2, 1, ?3, ?4)
+         ON CONFLICT (target_id, second) DO UPDATE SET calls = calls + 1,
+             tokens = tokens + excluded.tokens, first_at_ms = MIN(first_at_ms, excluded.first_at_ms)",
+    )?;
+    for target in [&u.claw_id, &u.key_id] {
+        per_second.execute(params![target, u.at_ms.div_euclid(1000), tokens, u.at_ms])?;
+    }
+    Ok(())
+}
+
 pub(super) fn insert_audit(conn: &Connection, a: &AuditRecord) -> Result<(), DbError> {
     conn.prepare_cached(
         "INSERT INTO audit_records (at_ms, org_id, actor, action, key_id, key_version, claw_id, outcome, subject)

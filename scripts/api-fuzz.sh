@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 budget="${1:-60}"
 # Wherever cargo puts its output (CARGO_TARGET_DIR, or a config's target-dir).
 target="$(cargo metadata --format-version 1 --no-deps |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 bin="$target/debug/clawrun"
 [ -x "$bin" ] || cargo build -p clawrun
 

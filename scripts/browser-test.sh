@@ -16,7 +16,7 @@ fi
 cargo build -p clawrun --quiet
 # Wherever cargo puts its output (CARGO_TARGET_DIR, or a config's target-dir).
 target="$(cargo metadata --format-version 1 --no-deps |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 export CLAWRUN_BIN="$target/debug/clawrun"
 cd tests/browser
 if [ ! -d node_modules/playwright-core ]; then

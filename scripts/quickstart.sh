@@ -12,7 +12,7 @@ cargo build --quiet --release --target wasm32-wasip2 \
   --manifest-path claws/Cargo.toml --target-dir claws/target
 # Wherever cargo puts its output (CARGO_TARGET_DIR, or a config's target-dir).
 target="$(cargo metadata --format-version 1 --no-deps |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 bin="$target/debug/clawrun"
 claws=claws/target/wasm32-wasip2/release
 

@@ -289,3 +289,85 @@ fn revoking_a_key_mid_stream_stops_the_stream() {
     assert!(n(&req["chunks_sent"]) < 100);
     assert_eq!(env.usage_records().len(), 1);
 }
+
+/// A provider that echoes the key, in every place a stream can carry it:
+/// split across text deltas, across a tool call's name, id and arguments,
+/// in the model name and the usage object, and in an error event. The key
+/// reaches neither the claw, nor the usage records, nor the logs.
+#[test]
+fn a_key_echoed_anywhere_in_a_stream_is_scrubbed_everywhere() {
+    use crate::support::OPENAI_KEY as KEY;
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "openai", "stream-chat", "gpt-4o-mini");
+    let chunk = |v: Value| format!("data: {v}\n\n");
+    let (a, b) = KEY.split_at(KEY.len() / 2);
+    let mut body = chunk(json!({"model": KEY, "choices": [{"index": 0,
+        "delta": {"role": "assistant", "content": format!("t1 {a}")}}]}));
+    body += &chunk(json!({"model": KEY, "choices": [{"index": 0,
+        "delta": {"content": format!("{b} end")}}]}));
+    body += &chunk(
+        json!({"model": KEY, "choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": format!("call_{a}"), "type": "function",
+         "function": {"name": format!("look{a}"), "arguments": format!("{{\"q\":\"{a}")}}]}}]}),
+    );
+    body += &chunk(
+        json!({"model": KEY, "choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": b, "function": {"name": b, "arguments": format!("{b}\"}}")}}]},
+        "finish_reason": "tool_calls"}]}),
+    );
+    body += &chunk(json!({"model": KEY, "choices": [],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "note": KEY}}));
+    body += "data: [DONE]\n\n";
+    dev.fault(json!({"status": 200, "body": body}));
+    let report = env.run_claw("stream-chat", "echo", "tool hi");
+    let output = report["output"].as_str().expect("output");
+    assert!(output.contains("[redacted]"), "{output}");
+
+    // An error event quoting the key, after some text.
+    let error = format!(
+        "{}event: error\ndata: {}\n\n",
+        chunk(json!({"choices": [{"index": 0, "delta": {"content": "partial "}}]})),
+        json!({"error": {"message": format!("invalid key {KEY}")}})
+    );
+    dev.fault(json!({"status": 200, "body": error}));
+    let failed = env.fails(&["run", "stream-chat", "--input", "again"], "");
+    assert!(failed.contains("[redacted]"), "{failed}");
+
+    let records = env.usage_records();
+    assert_eq!(records.len(), 2);
+    let models: Vec<String> = env
+        .db()
+        .prepare("SELECT COALESCE(model_returned, '') FROM usage_records")
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let everything = format!(
+        "{output}\n{failed}\n{records:?}\n{models:?}\n{}",
+        String::from_utf8_lossy(&env.transcript.borrow())
+    );
+    for piece in [KEY, a, b] {
+        assert!(
+            !everything.contains(piece),
+            "`{piece}` reached the claw, a record or a log"
+        );
+    }
+}
+
+/// An error object inside a 200 answer (Gemini answers so) quoting the key
+/// reaches the claw redacted, like any other provider error.
+#[test]
+fn an_error_inside_a_200_answer_is_redacted() {
+    use crate::support::GEMINI_KEY;
+    let dev = DevProvider::start();
+    let env = Env::new();
+    env.wire(&dev, "gemini", "hello", "gemini-2.5-flash");
+    let body =
+        json!({"error": {"code": 400, "message": format!("API key not valid: {GEMINI_KEY}")}});
+    dev.fault(json!({"status": 200, "body": body.to_string()}));
+    let failed = env.fails(&["run", "hello", "--input", "hi"], "");
+    assert!(failed.contains("[redacted]"), "{failed}");
+    assert!(!failed.contains(GEMINI_KEY), "{failed}");
+}

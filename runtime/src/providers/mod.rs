@@ -200,6 +200,14 @@ pub struct ProviderError {
     pub message: String,
 }
 
+impl ProviderError {
+    /// The same error with any trace of `secret` removed from its message.
+    pub fn sanitised(mut self, secret: &ProviderSecret) -> Self {
+        self.message = sanitise(&self.message, secret);
+        self
+    }
+}
+
 impl fmt::Display for ProviderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.status == 0 {
@@ -437,14 +445,19 @@ pub async fn complete(
     request: &ChatRequest,
 ) -> Result<Completion, ProviderError> {
     let deadline = Instant::now() + options.call_deadline;
-    let prepared = prepare(endpoint, secret, request, false)?;
-    let response = transport::send(http, options, &prepared, secret, deadline).await?;
-    let body = transport::read_body(response, options, deadline).await?;
-    let mut done = match endpoint.kind {
-        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::parse_response(&body),
-        ProviderKind::Anthropic => anthropic::parse_response(&body),
-        ProviderKind::Gemini => gemini::parse_response(&body),
-    }?;
+    let answer = async {
+        let prepared = prepare(endpoint, secret, request, false)?;
+        let response = transport::send(http, options, &prepared, secret, deadline).await?;
+        let body = transport::read_body(response, options, deadline).await?;
+        match endpoint.kind {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => openai::parse_response(&body),
+            ProviderKind::Anthropic => anthropic::parse_response(&body),
+            ProviderKind::Gemini => gemini::parse_response(&body),
+        }
+    };
+    // Every error is sanitised here, whichever path built it (an error
+    // object inside a 200 answer, say), and every answer scrubbed.
+    let mut done = answer.await.map_err(|e| e.sanitised(secret))?;
     scrub_completion(&mut done, secret);
     Ok(done)
 }
@@ -464,8 +477,10 @@ pub async fn stream(
     request: &ChatRequest,
 ) -> Result<ProviderStream, ProviderError> {
     let deadline = Instant::now() + options.call_deadline;
-    let prepared = prepare(endpoint, secret, request, true)?;
-    let response = transport::send(http, options, &prepared, secret, deadline).await?;
+    let prepared = prepare(endpoint, secret, request, true).map_err(|e| e.sanitised(secret))?;
+    let response = transport::send(http, options, &prepared, secret, deadline)
+        .await
+        .map_err(|e| e.sanitised(secret))?;
     Ok(ProviderStream::new(
         response,
         stream::decoder_for(endpoint.kind),

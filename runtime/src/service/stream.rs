@@ -152,6 +152,7 @@ impl LlmService {
             started: Instant::now(),
             provider: None,
             recorded: false,
+            secret: ProviderSecret::new(secret.expose().to_owned()),
         };
         let opened = tokio::select! {
             opened = providers::stream(&self.http, &self.options, &endpoint, &secret, &driver.chat) => Some(opened),
@@ -246,6 +247,9 @@ struct Driver {
     started: Instant,
     provider: Option<ProviderStream>,
     recorded: bool,
+    /// A copy of the key, to scrub the reply's model and usage object
+    /// before they are recorded.
+    secret: ProviderSecret,
 }
 
 impl Driver {
@@ -259,7 +263,20 @@ impl Driver {
         }
     }
 
+    /// The call's usage record, with the key scrubbed from what the
+    /// provider sent (its model name and usage object are stored and logged).
     fn usage_record(&self, end: &End) -> UsageRecord {
+        let mut record = self.unscrubbed_usage_record(end);
+        if let Some(model) = record.model_returned.as_mut() {
+            providers::scrub(model, &self.secret);
+        }
+        if let Some(raw) = record.raw_usage.as_mut() {
+            providers::scrub(raw, &self.secret);
+        }
+        record
+    }
+
+    fn unscrubbed_usage_record(&self, end: &End) -> UsageRecord {
         let prices = &self.service.prices;
         let latency = self.started.elapsed();
         let partial = self
@@ -361,6 +378,14 @@ impl Drop for Driver {
     }
 }
 
+/// The scrubbers of one streamed tool call's fields.
+#[derive(Default)]
+struct ToolFieldScrubbers {
+    id: StreamScrubber,
+    name: StreamScrubber,
+    arguments: StreamScrubber,
+}
+
 /// What the stream's task owns.
 struct Drive<R> {
     driver: Driver,
@@ -383,7 +408,7 @@ async fn drive<R: Future<Output = ()>>(d: Drive<R>) {
         failed,
     } = d;
     let mut text = StreamScrubber::default();
-    let mut arguments: HashMap<u32, StreamScrubber> = HashMap::new();
+    let mut tool_fields: HashMap<u32, ToolFieldScrubbers> = HashMap::new();
     let mut checked_bytes = 0;
     let end = 'read: loop {
         let Some(provider) = driver.provider.as_mut() else {
@@ -397,7 +422,9 @@ async fn drive<R: Future<Output = ()>>(d: Drive<R>) {
         };
         let event = match next {
             Ok(None) => break End::Complete,
-            Err(e) => break End::Failed(e),
+            // An error event inside the stream quotes the provider: it may
+            // quote the key.
+            Err(e) => break End::Failed(e.sanitised(&secret)),
             Ok(Some(event)) => event,
         };
         if driver.overrun(&mut checked_bytes) {
@@ -407,13 +434,12 @@ async fn drive<R: Future<Output = ()>>(d: Drive<R>) {
             StreamEvent::Text(delta) => Some(GuestEvent::Text(text.push(&delta, &secret)))
                 .filter(|e| !matches!(e, GuestEvent::Text(t) if t.is_empty())),
             StreamEvent::ToolCall(mut delta) => {
-                delta.arguments = arguments
-                    .entry(delta.index)
-                    .or_default()
-                    .push(&delta.arguments, &secret);
-                for field in [&mut delta.id, &mut delta.name].into_iter().flatten() {
-                    providers::scrub(field, &secret);
-                }
+                // Each field of each call is a text in pieces of its own: a
+                // key split across two deltas' names is still a key.
+                let scrubbers = tool_fields.entry(delta.index).or_default();
+                delta.arguments = scrubbers.arguments.push(&delta.arguments, &secret);
+                delta.name = delta.name.map(|n| scrubbers.name.push(&n, &secret));
+                delta.id = delta.id.map(|i| scrubbers.id.push(&i, &secret));
                 Some(GuestEvent::ToolCall(delta))
             }
         };
@@ -436,18 +462,20 @@ async fn drive<R: Future<Output = ()>>(d: Drive<R>) {
         if !rest.is_empty() {
             tail.push(GuestEvent::Text(rest));
         }
-        let mut indexes: Vec<u32> = arguments.keys().copied().collect();
+        let mut indexes: Vec<u32> = tool_fields.keys().copied().collect();
         indexes.sort_unstable();
         for index in indexes {
-            let rest = arguments
-                .get_mut(&index)
-                .map(|s| s.flush(&secret))
-                .unwrap_or_default();
-            if !rest.is_empty() {
+            let Some(s) = tool_fields.get_mut(&index) else {
+                continue;
+            };
+            let some = |text: String| (!text.is_empty()).then_some(text);
+            let (id, name) = (some(s.id.flush(&secret)), some(s.name.flush(&secret)));
+            let rest = s.arguments.flush(&secret);
+            if id.is_some() || name.is_some() || !rest.is_empty() {
                 tail.push(GuestEvent::ToolCall(ToolCallDelta {
                     index,
-                    id: None,
-                    name: None,
+                    id,
+                    name,
                     arguments: rest,
                 }));
             }

@@ -163,6 +163,45 @@ fn unbounded_recursion_overflows_the_stack() {
 }
 
 #[test]
+fn many_runs_together_stop_at_the_host_memory_budget() {
+    // The claw may take 1 GiB, but the host lets all its claws together
+    // hold only 96 MiB: the bomb stops there, naming the host's budget.
+    let (_dev, env) = setup("hostile-memory-bomb");
+    env.ok(&[
+        "claws",
+        "limits",
+        "hostile-memory-bomb",
+        "--memory-mib",
+        "1024",
+    ]);
+    let out = env.run_with(
+        &["run", "hostile-memory-bomb", "--input", "boom"],
+        "",
+        &[("CLAWRUN_HOST_MEMORY_MIB", "96")],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "could not grow its memory: this host's claws together hold its guest-memory budget \
+             of 96 MiB; try again when other runs have ended"
+        ),
+        "{err}"
+    );
+    // The budget is given back: the next run has it all again.
+    let out = env.run_with(
+        &["run", "hello", "--input", "hi"],
+        "",
+        &[("CLAWRUN_HOST_MEMORY_MIB", "96")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn a_memory_bomb_stops_at_the_memory_limit() {
     let (_dev, env) = setup("hostile-memory-bomb");
     env.ok(&[

@@ -10,6 +10,8 @@
 //! than a pool slot holds.
 
 use std::fmt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
@@ -205,6 +207,14 @@ pub enum LimitHit {
     /// Memory growth refused.
     #[error("reached its memory limit of {} MiB (linear memory could not grow)", .0 >> 20)]
     Memory(usize),
+    /// Memory growth refused because every claw of this host together
+    /// holds the host's guest-memory budget.
+    #[error(
+        "could not grow its memory: this host's claws together hold its guest-memory budget of \
+         {} MiB",
+        .0 >> 20
+    )]
+    HostMemory(usize),
     /// Table growth refused.
     #[error("reached its limit of {0} table elements")]
     Tables(usize),
@@ -243,15 +253,18 @@ impl LimitHit {
             LimitHit::Instances(_) => "--instances",
             LimitHit::LlmCalls(_) => "--llm-calls",
             LimitHit::Value { .. } => "--max-value-kib",
-            LimitHit::Stack => return None,
+            LimitHit::Stack | LimitHit::HostMemory(_) => return None,
         })
     }
 
     /// How to raise the limit for the claw `claw`, as a sentence.
     pub fn remedy(&self, claw: &str) -> String {
-        match self.flag() {
-            Some(flag) => format!("raise it with `clawrun claws limits {claw} {flag} N`"),
-            None => "the claw must recurse less deeply".into(),
+        match (self, self.flag()) {
+            (_, Some(flag)) => format!("raise it with `clawrun claws limits {claw} {flag} N`"),
+            (LimitHit::HostMemory(_), None) => "try again when other runs have ended; the \
+                operator sets the budget with CLAWRUN_HOST_MEMORY_MIB"
+                .into(),
+            (_, None) => "the claw must recurse less deeply".into(),
         }
     }
 }
@@ -309,6 +322,54 @@ fn grow(used: &mut usize, limit: usize, current: usize, desired: usize) -> bool 
     true
 }
 
+/// Linear memory held by every run of this process together.
+static HOST_MEMORY_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// The most linear memory every run of this process may hold together:
+/// `CLAWRUN_HOST_MEMORY_MIB`, or half of the machine's memory. Each run has
+/// its own limit too; this one keeps many runs, of one tenant or several,
+/// from taking the machine's memory together.
+pub fn host_memory_budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        if let Some(mib) = std::env::var("CLAWRUN_HOST_MEMORY_MIB")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&mib| mib > 0)
+        {
+            return mib.saturating_mul(1 << 20);
+        }
+        let total = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+            })
+            .map_or(8 << 30, |kib| kib.saturating_mul(1024));
+        total / 2
+    })
+}
+
+/// Takes `bytes` from the host's guest-memory budget, if it has them.
+fn reserve_host_memory(bytes: usize) -> bool {
+    reserve_within(&HOST_MEMORY_USED, host_memory_budget(), bytes)
+}
+
+/// Adds `bytes` to `used` if the total stays within `budget`, atomically.
+fn reserve_within(used: &AtomicUsize, budget: usize, bytes: usize) -> bool {
+    used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+        now.checked_add(bytes).filter(|&total| total <= budget)
+    })
+    .is_ok()
+}
+
+impl Drop for RunLimiter {
+    fn drop(&mut self) {
+        HOST_MEMORY_USED.fetch_sub(self.memory_used, Ordering::AcqRel);
+    }
+}
+
 impl ResourceLimiter for RunLimiter {
     fn memory_growing(
         &mut self,
@@ -316,11 +377,17 @@ impl ResourceLimiter for RunLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let ok = grow(&mut self.memory_used, self.memory_limit, current, desired);
-        if !ok {
+        let before = self.memory_used;
+        if !grow(&mut self.memory_used, self.memory_limit, current, desired) {
             self.refused = Some(LimitHit::Memory(self.memory_limit));
+            return Ok(false);
         }
-        Ok(ok)
+        if !reserve_host_memory(self.memory_used - before) {
+            self.memory_used = before;
+            self.refused = Some(LimitHit::HostMemory(host_memory_budget()));
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     fn table_growing(
@@ -359,6 +426,24 @@ mod tests {
             table_elements: tables,
             ..CageLimits::default()
         })
+    }
+
+    #[test]
+    fn the_host_budget_is_shared_and_never_overdrawn() {
+        let used = AtomicUsize::new(0);
+        assert!(reserve_within(&used, 100, 60));
+        assert!(
+            !reserve_within(&used, 100, 60),
+            "a second run's growth counts too"
+        );
+        assert_eq!(used.load(Ordering::Acquire), 60);
+        assert!(reserve_within(&used, 100, 40));
+        assert!(!reserve_within(&used, 100, 1));
+        used.fetch_sub(60, Ordering::AcqRel);
+        assert!(
+            reserve_within(&used, 100, 60),
+            "memory given back is available again"
+        );
     }
 
     #[test]

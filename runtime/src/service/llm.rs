@@ -197,23 +197,9 @@ impl LlmService {
         tool: Option<&ToolInvocation>,
         request: GuestRequest,
     ) -> Result<Completion, CallError> {
-        let span = tracing::info_span!(
-            "llm_call",
-            claw = %run.claw_name,
-            "gen_ai.operation.name" = "chat",
-            "gen_ai.agent.name" = %run.claw_name,
-            "gen_ai.conversation.id" = %run.conversation_id,
-            "gen_ai.tool.name" = tool.map(|t| t.name.as_str()),
-            "gen_ai.tool.call.id" = tool.and_then(|t| t.call_id.as_deref()),
-            "gen_ai.response.model" = tracing::field::Empty,
-            key_id = tracing::field::Empty,
-            "gen_ai.provider.name" = tracing::field::Empty,
-            "gen_ai.request.model" = tracing::field::Empty,
-            "gen_ai.usage.input_tokens" = tracing::field::Empty,
-            "gen_ai.usage.output_tokens" = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-        );
-        self.call_inner(run, tool, request).instrument(span).await
+        self.call_inner(run, tool, request)
+            .instrument(call_span(run, tool, false))
+            .await
     }
 
     async fn call_inner(
@@ -567,6 +553,32 @@ impl Drop for UnfinishedCall<'_> {
             tracing::error!(error = %e, "could not record a call cut off before it finished");
         }
     }
+}
+
+/// The `llm_call` span of one call or stream, with the GenAI attributes
+/// known before it starts; the rest are recorded as they become known.
+pub(super) fn call_span(
+    run: &RunContext,
+    tool: Option<&ToolInvocation>,
+    stream: bool,
+) -> tracing::Span {
+    tracing::info_span!(
+        "llm_call",
+        claw = %run.claw_name,
+        stream,
+        "gen_ai.operation.name" = "chat",
+        "gen_ai.agent.name" = %run.claw_name,
+        "gen_ai.conversation.id" = %run.conversation_id,
+        "gen_ai.tool.name" = tool.map(|t| t.name.as_str()),
+        "gen_ai.tool.call.id" = tool.and_then(|t| t.call_id.as_deref()),
+        "gen_ai.response.model" = tracing::field::Empty,
+        key_id = tracing::field::Empty,
+        "gen_ai.provider.name" = tracing::field::Empty,
+        "gen_ai.request.model" = tracing::field::Empty,
+        "gen_ai.usage.input_tokens" = tracing::field::Empty,
+        "gen_ai.usage.output_tokens" = tracing::field::Empty,
+        latency_ms = tracing::field::Empty,
+    )
 }
 
 /// Runs a database operation off the async workers (SQLite writes fsync).

@@ -112,23 +112,7 @@ impl LlmService {
         tool: Option<&ToolInvocation>,
         request: GuestRequest,
     ) -> Result<(LlmStream, StreamTask), CallError> {
-        let span = tracing::info_span!(
-            "llm_call",
-            claw = %run.claw_name,
-            stream = true,
-            "gen_ai.operation.name" = "chat",
-            "gen_ai.agent.name" = %run.claw_name,
-            "gen_ai.conversation.id" = %run.conversation_id,
-            "gen_ai.tool.name" = tool.map(|t| t.name.as_str()),
-            "gen_ai.tool.call.id" = tool.and_then(|t| t.call_id.as_deref()),
-            "gen_ai.response.model" = tracing::field::Empty,
-            key_id = tracing::field::Empty,
-            "gen_ai.provider.name" = tracing::field::Empty,
-            "gen_ai.request.model" = tracing::field::Empty,
-            "gen_ai.usage.input_tokens" = tracing::field::Empty,
-            "gen_ai.usage.output_tokens" = tracing::field::Empty,
-            latency_ms = tracing::field::Empty,
-        );
+        let span = super::llm::call_span(run, tool, true);
         let ready = self.ready(run, request).instrument(span.clone()).await?;
         let Ready {
             target,

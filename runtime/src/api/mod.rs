@@ -249,6 +249,7 @@ pub async fn serve(
         });
     }
     let mut rx = stop_rx.clone();
+    let ledger = host.clone();
     let server = axum::serve(listener, router(host)).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -262,11 +263,17 @@ pub async fn serve(
         );
         tokio::time::sleep(grace).await;
     };
-    tokio::select! {
+    let served = tokio::select! {
         served = server => served,
         () = expired => {
             tracing::warn!("grace period over: cancelling the requests still running");
             Ok(())
         }
+    };
+    // Calls cut off above recorded their usage as they were dropped; put
+    // it on disk before the process exits.
+    if let Err(e) = ledger.sync_ledger().await {
+        tracing::error!(error = %e, "usage records may not be on disk");
     }
+    served
 }

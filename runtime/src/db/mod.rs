@@ -359,6 +359,11 @@ pub struct UsageTotals {
     pub cost_micros: Option<i64>,
 }
 
+/// A database operation carried out by another thread (the writer, and the
+/// sync thread behind it); resolves with its result.
+pub type Pending<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, DbError>> + Send>>;
+
 /// The operations the host needs from its persistence backend.
 ///
 /// # Errors
@@ -430,18 +435,41 @@ pub trait Db: Send + Sync {
     fn org_concurrent_runs_set(&self, org_id: &str, limit: Option<u32>) -> Result<(), DbError>;
     /// Reads a claw's assignment and its key as they are now.
     fn call_target(&self, claw_id: &str) -> Result<Option<CallTarget>, DbError>;
-    /// Appends a provider call's usage record and its audit record durably,
-    /// and releases the call's budget reservation, in one transaction.
+    /// Queues a provider call's usage record and its audit record, to be
+    /// written with the release of the call's budget reservation in one
+    /// transaction; `fence` (the key's revocation lock) is released once
+    /// they are committed. The future resolves then, and may be dropped
+    /// unawaited: the write goes ahead. Committed records are on disk soon
+    /// after, and at the latest when a [`Db::sync_ledger`] that follows
+    /// resolves.
     fn record_call(
         &self,
-        usage: &UsageRecord,
-        audit: &AuditRecord,
+        usage: UsageRecord,
+        audit: AuditRecord,
+        reservation: Option<i64>,
+        fence: Option<std::fs::File>,
+    ) -> Pending<()>;
+    /// [`Db::record_call`], blocking the thread until committed (for a
+    /// destructor).
+    fn record_call_blocking(
+        &self,
+        usage: UsageRecord,
+        audit: AuditRecord,
         reservation: Option<i64>,
     ) -> Result<(), DbError>;
+    /// Resolves once every call record queued before it is committed and
+    /// on disk.
+    fn sync_ledger(&self) -> Pending<()>;
+    /// Whether a record of the run `run_id` failed to be written (the
+    /// cause is logged); answers each failure once.
+    fn lost_records(&self, run_id: &str) -> bool;
     /// Checks a call against every budget and rate limit that applies and,
     /// when it fits, reserves its worst case; `Ok(Ok(None))` when nothing
-    /// applies (no reservation needed).
-    fn admit(&self, call: &Admission) -> Result<Result<Option<i64>, Refusal>, DbError>;
+    /// applies (no reservation needed). The decision and the reservation
+    /// are one transaction no other writer, in any process, interleaves
+    /// with; the future resolves once it is committed (not yet synced: a
+    /// crash that loses a reservation ends the call holding it too).
+    fn admit(&self, call: Admission) -> Pending<Result<Option<i64>, Refusal>>;
     /// Adds a budget; returns its id.
     fn budget_add(&self, org_id: &str, budget: &Budget, at_ms: i64) -> Result<i64, DbError>;
     /// An organisation's budgets.

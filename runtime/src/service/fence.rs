@@ -3,10 +3,15 @@
 //!
 //! The lock must be taken before the read that decides the call, and which
 //! lock depends on that read. Each call starts from the key the claw was
-//! last fenced on, takes its lock and reads the assignment under it, in one
-//! trip to a blocking thread; the read confirms the guess, or names the key
-//! to fence instead. A claw whose assignment has not changed pays one lock
-//! and one read per call.
+//! last fenced on, takes its lock and reads the assignment under it; the
+//! read confirms the guess, or names the key to fence instead. A claw whose
+//! assignment has not changed pays one lock and one read per call.
+//!
+//! Both run on the calling task: the lock is tried without blocking (it is
+//! free unless a revocation of that very key is draining, and then the wait
+//! moves to a blocking thread), and the read is one indexed lookup by a
+//! cached statement on the reader connection, which in WAL mode waits for
+//! no writer.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -35,25 +40,14 @@ pub(super) async fn resolve(
 ) -> Result<(CallTarget, Option<File>), CallError> {
     let mut guess = locks.last_key(claw_id);
     for _ in 0..TRIES {
-        let (db, fenced, claw) = (db.clone(), locks.clone(), claw_id.to_owned());
-        let key = guess.clone();
-        let (fence, target) = tokio::task::spawn_blocking(move || {
-            let fence = key
-                .as_deref()
-                .map(|id| fenced.shared(id))
-                .transpose()
-                .map_err(|e| {
-                    CallError::Unavailable(format!("cannot take the key's lock file: {e}"))
-                })?;
-            let target = db.call_target(&claw).map_err(|e| {
-                tracing::error!(error = %e, "database failed during llm-call");
-                CallError::Unavailable("the host's database is unavailable; try again later".into())
-            })?;
-            Ok::<_, CallError>((fence, target))
-        })
-        .await
-        .map_err(|_| CallError::Unavailable("the host's lock task failed".into()))??;
-        let target = target.ok_or(CallError::NoKeyAssigned)?;
+        let fence = match guess.as_deref() {
+            Some(id) => Some(shared(locks, id).await?),
+            None => None,
+        };
+        let target = db
+            .call_target(claw_id)
+            .map_err(super::llm::db_failed)?
+            .ok_or(CallError::NoKeyAssigned)?;
         if target.key.state != KeyState::Active {
             return Ok((target, None));
         }
@@ -66,4 +60,19 @@ pub(super) async fn resolve(
     Err(CallError::Unavailable(
         "the claw's assignment keeps changing; try again".into(),
     ))
+}
+
+/// The key's lock taken shared: at once when it is free, else on a blocking
+/// thread (a revocation of the key holds it while its calls drain).
+async fn shared(locks: &KeyLocks, key_id: &str) -> Result<File, CallError> {
+    let failed =
+        |e: std::io::Error| CallError::Unavailable(format!("cannot take the key's lock file: {e}"));
+    if let Some(file) = locks.try_shared(key_id).map_err(failed)? {
+        return Ok(file);
+    }
+    let (locks, key_id) = (locks.clone(), key_id.to_owned());
+    tokio::task::spawn_blocking(move || locks.shared(&key_id))
+        .await
+        .map_err(|_| CallError::Unavailable("the host's lock task failed".into()))?
+        .map_err(failed)
 }

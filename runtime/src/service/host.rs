@@ -133,6 +133,16 @@ impl Host {
         Ok(Some(self.service(org, format!("token:{}", row.id))))
     }
 
+    /// Resolves once every usage record this process committed is on
+    /// disk; a server calls it as it stops.
+    ///
+    /// # Errors
+    ///
+    /// When the disk refuses to sync.
+    pub async fn sync_ledger(&self) -> Result<(), ServiceError> {
+        Ok(self.db.sync_ledger().await?)
+    }
+
     /// One sample per usage record, of every organisation, for the
     /// host's metrics.
     ///

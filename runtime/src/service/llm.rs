@@ -261,11 +261,13 @@ impl LlmService {
         }
         tracing::info!(outcome = %record.outcome, "llm call finished");
         let audit = self.audit(run, &target, "key.used", &record.outcome);
-        let db = self.db.clone();
-        let committing = Instant::now();
-        blocking(move || db.record_call(&record, &audit, reservation)).await?;
-        super::waits::ledger(committing.elapsed());
-        drop(fence);
+        // Queued, not awaited: the writer commits the records and only then
+        // releases the fence, so a revocation that waited for this call
+        // returns after they exist. The run's result waits for them to be
+        // on disk (`Service::run`).
+        let queueing = Instant::now();
+        drop(self.db.record_call(record, audit, reservation, fence));
+        super::waits::ledger(queueing.elapsed());
 
         let Some(result) = result else {
             tracing::info!("cancelled in flight: key revoked");
@@ -370,8 +372,7 @@ impl LlmService {
             micros,
             now_ms: metering::now_ms(),
         };
-        let db = self.db.clone();
-        match blocking(move || db.admit(&call)).await? {
+        match self.db.admit(call).await.map_err(db_failed)? {
             Ok(reservation) => Ok(reservation),
             Err(Refusal::Budget(why)) => {
                 tracing::info!(%why, "refused: budget");
@@ -393,10 +394,10 @@ impl LlmService {
         if let Some(locks) = &self.locks {
             return super::fence::resolve(&self.db, locks, &run.claw_id).await;
         }
-        let db = self.db.clone();
-        let claw_id = run.claw_id.clone();
-        let target = blocking(move || db.call_target(&claw_id))
-            .await?
+        let target = self
+            .db
+            .call_target(&run.claw_id)
+            .map_err(db_failed)?
             .ok_or(CallError::NoKeyAssigned)?;
         Ok((target, None))
     }
@@ -408,10 +409,12 @@ impl LlmService {
         data_key: &vault::DataKey,
         request: &GuestRequest,
     ) -> Result<Option<String>, CallError> {
-        let db = self.db.clone();
-        let org_id = run.org_id.clone();
-        let entries: Vec<vault::guard::ScanEntry> = blocking(move || db.keys(&org_id))
-            .await?
+        // One indexed read by a cached statement, on the calling task (see
+        // `fence`).
+        let entries: Vec<vault::guard::ScanEntry> = self
+            .db
+            .keys(&run.org_id)
+            .map_err(db_failed)?
             .into_iter()
             .map(|k| vault::guard::ScanEntry {
                 key_id: k.id,
@@ -549,7 +552,7 @@ impl Drop for UnfinishedCall<'_> {
         );
         usage.outcome = "cancelled".into();
         let audit = s.audit(self.run, self.target, "key.used", "cancelled");
-        if let Err(e) = s.db.record_call(&usage, &audit, self.reservation) {
+        if let Err(e) = s.db.record_call_blocking(usage, audit, self.reservation) {
             tracing::error!(error = %e, "could not record a call cut off before it finished");
         }
     }
@@ -588,10 +591,14 @@ pub(super) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(op)
         .await
         .map_err(|_| CallError::Unavailable("the host's database task failed".into()))?
-        .map_err(|e| {
-            tracing::error!(error = %e, "database failed during llm-call");
-            CallError::Unavailable("the host's database is unavailable; try again later".into())
-        })
+        .map_err(db_failed)
+}
+
+/// The error a claw gets when the host's database fails; the cause goes to
+/// the log.
+pub(super) fn db_failed(e: crate::db::DbError) -> CallError {
+    tracing::error!(error = %e, "database failed during llm-call");
+    CallError::Unavailable("the host's database is unavailable; try again later".into())
 }
 
 #[cfg(test)]

@@ -481,7 +481,18 @@ impl Service {
         let run_id = context.run_id.clone();
         let output = cage
             .run(&pre, context, self.llm.clone(), input, &limits)
-            .await?;
+            .await;
+        // The run's usage records are on disk before its result, success or
+        // failure, leaves the host.
+        self.db.sync_ledger().await?;
+        if self.db.lost_records(&run_id) {
+            return Err(ServiceError::Db(crate::db::DbError::Ledger(
+                "a usage record of this run could not be written (the host's log says why); \
+                 check the data directory's disk"
+                    .into(),
+            )));
+        }
+        let output = output?;
         let usage = self.run_usage(&run_id)?;
         Ok(RunReport {
             run_id,
@@ -517,6 +528,13 @@ impl Service {
         &self.llm
     }
 
+    /// Resolves once every usage record queued so far is on disk, for the
+    /// benchmarks that drive calls without a run.
+    #[doc(hidden)]
+    pub async fn sync_ledger(&self) -> Result<(), ServiceError> {
+        Ok(self.db.sync_ledger().await?)
+    }
+
     /// Runs a claw in a fresh inspectable cage and returns the report with
     /// a copy of the guest's linear memories, for the tests that prove no
     /// key reaches the guest.
@@ -541,6 +559,7 @@ impl Service {
         let (output, memories) = cage
             .run_and_dump_memory(&pre, context, self.llm.clone(), input, &limits)
             .await?;
+        self.db.sync_ledger().await?;
         let usage = self.run_usage(&run_id)?;
         let report = RunReport {
             run_id,

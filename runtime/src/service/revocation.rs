@@ -65,13 +65,22 @@ impl KeyLocks {
     }
 
     fn open(&self, key_id: &str) -> std::io::Result<File> {
-        std::fs::create_dir_all(&self.dir)?;
         // Key ids are `key_` and hex digits, safe as file names.
-        File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join(format!("{key_id}.lock")))
+        let path = self.dir.join(format!("{key_id}.lock"));
+        let open = || {
+            File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        };
+        match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&self.dir)?;
+                open()
+            }
+            opened => opened,
+        }
     }
 
     /// Holds the key's lock shared until the returned file is dropped.
@@ -80,6 +89,17 @@ impl KeyLocks {
         let file = self.open(key_id)?;
         file.lock_shared()?;
         Ok(file)
+    }
+
+    /// [`KeyLocks::shared`] without waiting: `None` when a revocation holds
+    /// the lock.
+    pub fn try_shared(&self, key_id: &str) -> std::io::Result<Option<File>> {
+        let file = self.open(key_id)?;
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 
     /// Waits until no call holds the key's lock, then releases it.

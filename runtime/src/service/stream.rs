@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::llm::{CallError, GuestRequest, LlmService, Ready, blocking};
+use super::llm::{CallError, GuestRequest, LlmService, Ready, db_failed};
 use super::revocation;
 use crate::cage::{RunContext, ToolInvocation};
 use crate::db::{CallTarget, UsageRecord};
@@ -311,9 +311,11 @@ impl Driver {
         let audit = self
             .service
             .audit(&self.run, &self.target, "key.used", &record.outcome);
-        let (db, written, reservation) =
-            (self.service.db.clone(), record.clone(), self.reservation);
-        blocking(move || db.record_call(&written, &audit, reservation)).await?;
+        self.service
+            .db
+            .record_call(record.clone(), audit, self.reservation, None)
+            .await
+            .map_err(db_failed)?;
         Ok(record)
     }
 
@@ -355,7 +357,7 @@ impl Drop for Driver {
         if let Err(e) = self
             .service
             .db
-            .record_call(&record, &audit, self.reservation)
+            .record_call_blocking(record, audit, self.reservation)
         {
             tracing::error!(error = %e, "could not record a stream cut off before it finished");
         }

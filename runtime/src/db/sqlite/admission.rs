@@ -1,5 +1,6 @@
-//! The SQL of budget and rate-limit admission, run inside the caller's
-//! IMMEDIATE transaction (see [`crate::metering::budgets`]).
+//! The SQL of budget and rate-limit admission, run inside the ledger
+//! writer's IMMEDIATE transaction (see [`crate::metering::budgets`] and
+//! [`super::ledger`]).
 
 use rusqlite::{Connection, params};
 
@@ -13,14 +14,13 @@ const STALE_RESERVATION_MS: i64 = 15 * 60 * 1000;
 const MINUTE_MS: i64 = 60_000;
 
 /// Checks a call against its budgets and limits and, if admitted, records
-/// its reservation, in one IMMEDIATE transaction.
+/// its reservation; `tx` is an IMMEDIATE transaction, so no other writer,
+/// in any process, decides in between.
 pub(super) fn reserve(
-    conn: &mut Connection,
+    tx: &Connection,
     call: &Admission,
 ) -> Result<Result<Option<i64>, Refusal>, DbError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    release_stale(&tx, call.now_ms)?;
-    if let Some(refusal) = check(&tx, call)? {
+    if let Some(refusal) = check(tx, call)? {
         return Ok(Err(refusal));
     }
     tx.prepare_cached(
@@ -36,9 +36,7 @@ pub(super) fn reserve(
         call.micros,
         call.now_ms
     ])?;
-    let id = tx.last_insert_rowid();
-    tx.commit()?;
-    Ok(Ok(Some(id)))
+    Ok(Ok(Some(tx.last_insert_rowid())))
 }
 
 pub(super) fn release_stale(conn: &Connection, now_ms: i64) -> Result<(), DbError> {

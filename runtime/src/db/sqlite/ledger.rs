@@ -1,68 +1,314 @@
-//! The ledger writer: group commit of usage and audit records.
+//! The writer thread: every write an `llm-call` makes (the admission that
+//! reserves its worst case, then the usage and audit records that settle
+//! it) goes through one thread and one connection, in batches of one
+//! IMMEDIATE transaction each, committed without waiting for the disk. The
+//! sync thread ([`super::durability`]) puts each commit on disk behind it.
+//!
+//! An admission waits for its batch to commit: it is decided inside the
+//! transaction, which holds SQLite's write lock, so no writer of any
+//! process decides in between, and the reservation is visible to every
+//! process before the call is sent. A call's records are queued as it
+//! returns and not waited for; its key's revocation fence travels with
+//! them and is released only once they are committed, so a revocation
+//! still returns only after the records of the calls it waited for exist.
+//! Queue order is decision order: a call's next admission sees its last
+//! call's actual usage, not its worst case.
+//!
+//! One writer per process means no two connections of this process ever
+//! contend for the write lock (whose busy handler sleeps for
+//! milliseconds), and a batch takes the lock once for every operation
+//! queued while the previous batch was committing.
 
-use std::sync::{Mutex, Weak, mpsc};
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak, mpsc};
 
 use rusqlite::Connection;
+use tokio::sync::oneshot;
 
-use super::{add_to_totals, insert_audit, insert_usage, lock};
-use crate::db::{AuditRecord, DbError, UsageRecord};
+use super::durability::Durability;
+use super::{add_to_totals, admission, insert_audit, insert_usage, lock};
+use crate::db::{AuditRecord, DbError, Pending, UsageRecord};
+use crate::metering::budgets::{Admission, Refusal};
 
-/// Most calls' records committed in one transaction.
-const MAX_LEDGER_BATCH: usize = 512;
+/// Most operations committed in one transaction.
+const MAX_BATCH: usize = 512;
 
-/// One call's records on their way to the ledger writer, with the channel
-/// its caller waits on.
-pub(super) struct LedgerWrite {
+/// The handle of a process's writer thread: its queue, the runs that lost
+/// a record, and the sync thread behind it.
+pub(super) struct Writer {
+    queue: mpsc::Sender<Op>,
+    failed_runs: Arc<Mutex<HashSet<String>>>,
+    durability: Option<Arc<Durability>>,
+}
+
+impl Writer {
+    /// Starts the writer on `conn` and, for the database file at `path`,
+    /// the sync thread.
+    pub(super) fn start(conn: &Arc<Mutex<Connection>>, path: Option<&Path>) -> Arc<Self> {
+        let (queue, rx) = mpsc::channel::<Op>();
+        let durability = path.map(Durability::start);
+        if durability.is_some() {
+            // The sync thread checkpoints instead, off the writer's path.
+            if let Err(e) = lock(conn).pragma_update(None, "wal_autocheckpoint", 0) {
+                tracing::warn!(error = %e, "cannot hand checkpoints to the sync thread");
+            }
+        }
+        let failed_runs = Arc::new(Mutex::new(HashSet::new()));
+        let (conn, failed, synced) = (
+            Arc::downgrade(conn),
+            failed_runs.clone(),
+            durability.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("clawrun-writer".into())
+            .spawn(move || writer(&conn, &rx, &failed, synced.as_ref()));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the ledger writer");
+        }
+        Arc::new(Self {
+            queue,
+            failed_runs,
+            durability,
+        })
+    }
+
+    /// Decides `call` in the writer's next transaction, reserving its worst
+    /// case if admitted; resolves once that is committed.
+    pub(super) fn admit(&self, call: Admission) -> Pending<Result<Option<i64>, Refusal>> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.queue.send(Op::Admit(Box::new(call), Reply::Async(tx)));
+        Box::pin(async move {
+            sent.map_err(|_| writer_stopped())?;
+            rx.await
+                .map_err(|_| writer_stopped())?
+                .map_err(DbError::Ledger)
+        })
+    }
+
+    /// Queues a call's records; the future resolves once they are
+    /// committed, and may be dropped unawaited.
+    pub(super) fn record(&self, records: CallRecords) -> Pending<()> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self
+            .queue
+            .send(Op::Record(Box::new(records), Reply::Async(tx)));
+        Box::pin(async move {
+            sent.map_err(|_| writer_stopped())?;
+            rx.await
+                .map_err(|_| writer_stopped())?
+                .map_err(DbError::Ledger)
+        })
+    }
+
+    /// Queues a call's records and blocks until they are committed.
+    pub(super) fn record_blocking(&self, records: CallRecords) -> Result<(), DbError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.queue
+            .send(Op::Record(Box::new(records), Reply::Blocking(tx)))
+            .map_err(|_| writer_stopped())?;
+        rx.recv()
+            .map_err(|_| writer_stopped())?
+            .map_err(DbError::Ledger)
+    }
+
+    /// Resolves once everything queued before is committed and on disk.
+    pub(super) fn sync(&self) -> Pending<()> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.queue.send(Op::Mark(Reply::Async(tx)));
+        let durability = self.durability.clone();
+        Box::pin(async move {
+            sent.map_err(|_| writer_stopped())?;
+            let seq = rx
+                .await
+                .map_err(|_| writer_stopped())?
+                .map_err(DbError::Ledger)?;
+            match durability {
+                Some(d) => d.wait(seq).await,
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Whether the run `run_id` lost a record to a failed write; answers
+    /// each run's failure once.
+    pub(super) fn lost_records(&self, run_id: &str) -> bool {
+        self.failed_runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(run_id)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(d) = &self.durability {
+            d.stop();
+        }
+    }
+}
+
+fn writer_stopped() -> DbError {
+    DbError::Ledger("the ledger writer has stopped".into())
+}
+
+/// Where an operation's result goes: an async caller, or a thread that
+/// blocks (a call's record written from a destructor).
+enum Reply<T> {
+    Async(oneshot::Sender<Result<T, String>>),
+    Blocking(mpsc::SyncSender<Result<T, String>>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, result: Result<T, String>) {
+        // A caller that did not wait for the answer needs none; the write
+        // stands (or its failure is logged).
+        let _ = match self {
+            Reply::Async(tx) => tx.send(result).map_err(drop),
+            Reply::Blocking(tx) => tx.send(result).map_err(drop),
+        };
+    }
+}
+
+/// One call's usage and audit records, the reservation they settle, and
+/// the revocation fence held until they are committed.
+pub(super) struct CallRecords {
     pub(super) usage: UsageRecord,
     pub(super) audit: AuditRecord,
     pub(super) reservation: Option<i64>,
-    pub(super) done: mpsc::SyncSender<Result<(), String>>,
+    pub(super) fence: Option<File>,
 }
 
-/// Group commit: takes every call's records waiting in the queue, writes them
-/// in one transaction (one fsync), then tells each caller. A caller returns
-/// only once its own records are on disk, so batching costs no durability.
-/// If a batch fails, its calls are written one by one, so one bad record
-/// fails only its own call.
-pub(super) fn writer(conn: &Weak<Mutex<Connection>>, queue: &mpsc::Receiver<LedgerWrite>) {
+/// What the writer is asked to do.
+enum Op {
+    /// Decide a call's admission and write its reservation.
+    Admit(Box<Admission>, Reply<Result<Option<i64>, Refusal>>),
+    /// Write a call's records and release its reservation.
+    Record(Box<CallRecords>, Reply<()>),
+    /// Answer with the number of the latest commit, once every operation
+    /// queued before this one is committed.
+    Mark(Reply<u64>),
+}
+
+/// What applying one operation decided: an admission's answer.
+type Decision = Option<Result<Option<i64>, Refusal>>;
+
+/// Applies `ops` in one transaction, in queue order; returns each
+/// admission's decision, valid once the transaction has committed.
+fn apply(conn: &mut Connection, ops: &[Op]) -> Result<Vec<Decision>, DbError> {
+    // Durability comes from the sync thread; the connection is shared with
+    // the administrative writes, which commit FULL.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let result = (|| {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now_ms = crate::metering::now_ms();
+        let (mut released, mut recorded) = (false, false);
+        let mut decisions = Vec::with_capacity(ops.len());
+        for op in ops {
+            decisions.push(match op {
+                Op::Admit(call, _) => {
+                    if !released {
+                        admission::release_stale(&tx, now_ms)?;
+                        released = true;
+                    }
+                    Some(admission::reserve(&tx, call)?)
+                }
+                Op::Record(w, _) => {
+                    insert_usage(&tx, &w.usage)?;
+                    add_to_totals(&tx, &w.usage)?;
+                    insert_audit(&tx, &w.audit)?;
+                    if let Some(id) = w.reservation {
+                        tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
+                            .execute([id])?;
+                    }
+                    recorded = true;
+                    None
+                }
+                Op::Mark(_) => None,
+            });
+        }
+        if recorded {
+            // Rate limits look one minute back; two keep a margin.
+            tx.prepare_cached("DELETE FROM usage_seconds WHERE second < ?1")?
+                .execute([now_ms / 1000 - 120])?;
+        }
+        tx.commit()?;
+        Ok(decisions)
+    })();
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    result
+}
+
+/// The writer loop: takes every operation waiting in the queue, applies
+/// them in one transaction, notes the commit for the sync thread, then
+/// answers each: a record's fence is released, every caller answered. If
+/// a batch fails, its operations are applied one by one, so one bad record
+/// fails only itself.
+fn writer(
+    conn: &Weak<Mutex<Connection>>,
+    queue: &mpsc::Receiver<Op>,
+    failed_runs: &Mutex<HashSet<String>>,
+    durability: Option<&Arc<Durability>>,
+) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_LEDGER_BATCH {
+        while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(next) => batch.push(next),
                 Err(_) => break,
             }
         }
         let Some(conn) = conn.upgrade() else { return };
-        let mut conn = lock(&conn);
-        let write = |conn: &mut Connection, items: &[LedgerWrite]| -> Result<(), DbError> {
-            // Usage is durable before its call returns, whatever mode an
-            // admission left the connection in.
-            conn.pragma_update(None, "synchronous", "FULL")?;
-            let tx = conn.transaction()?;
-            for w in items {
-                insert_usage(&tx, &w.usage)?;
-                add_to_totals(&tx, &w.usage)?;
-                insert_audit(&tx, &w.audit)?;
-                if let Some(id) = w.reservation {
-                    tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
-                        .execute([id])?;
-                }
-            }
-            // Rate limits look one minute back; two keep a margin.
-            tx.prepare_cached("DELETE FROM usage_seconds WHERE second < ?1")?
-                .execute([crate::metering::now_ms() / 1000 - 120])?;
-            tx.commit()?;
-            Ok(())
-        };
-        if write(&mut conn, &batch).is_ok() {
-            for w in &batch {
-                let _ = w.done.send(Ok(()));
-            }
+        let writes = batch.iter().any(|op| !matches!(op, Op::Mark(_)));
+        let results: Vec<Result<Decision, String>> = if !writes {
+            batch.iter().map(|_| Ok(None)).collect()
         } else {
-            for w in &batch {
-                let result = write(&mut conn, std::slice::from_ref(w)).map_err(|e| e.to_string());
-                let _ = w.done.send(result);
+            // Bound first: the guard must be gone before the retries lock.
+            let applied = apply(&mut lock(&conn), &batch);
+            match applied {
+                Ok(decisions) => decisions.into_iter().map(Ok).collect(),
+                Err(_) => batch
+                    .iter()
+                    .map(|op| {
+                        apply(&mut lock(&conn), std::slice::from_ref(op))
+                            .map(|mut d| d.pop().flatten())
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect(),
+            }
+        };
+        drop(conn);
+        let seq = match durability {
+            Some(d) if writes => d.committed(),
+            Some(d) => d.latest(),
+            None => 0,
+        };
+        for (op, result) in batch.into_iter().zip(results) {
+            match op {
+                Op::Admit(_, reply) => {
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "could not decide a call's admission");
+                    }
+                    reply
+                        .send(result.and_then(|d| {
+                            d.ok_or_else(|| "admission was not decided".to_string())
+                        }));
+                }
+                Op::Record(records, reply) => {
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, run_id = %records.usage.run_id, "could not write a call's usage record");
+                        failed_runs
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(records.usage.run_id.clone());
+                    }
+                    // The fence goes with the records: a revocation waiting
+                    // on it returns only now.
+                    drop(records.fence);
+                    reply.send(result.map(drop));
+                }
+                Op::Mark(reply) => reply.send(result.map(|_| seq)),
             }
         }
     }

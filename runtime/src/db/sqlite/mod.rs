@@ -1,7 +1,7 @@
 //! The embedded SQLite backend.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -9,6 +9,7 @@ use crate::cage::LimitOverrides;
 use crate::metering::budgets::{Admission, Budget, RateLimit, Refusal};
 
 mod admission;
+mod durability;
 mod ledger;
 mod rows;
 
@@ -18,9 +19,10 @@ use rows::{
 };
 
 use super::{
-    AuditRecord, CallTarget, ClawRow, Db, DbError, KeyRow, MetricSample, OrgRow, Rewrap, TokenRow,
-    UsageFilter, UsageGroup, UsageRecord, UsageTotals,
+    AuditRecord, CallTarget, ClawRow, Db, DbError, KeyRow, MetricSample, OrgRow, Pending, Rewrap,
+    TokenRow, UsageFilter, UsageGroup, UsageRecord, UsageTotals,
 };
+use ledger::{CallRecords, Writer};
 
 /// File name of the database in the data directory.
 pub const DB_FILE: &str = "clawrun.db";
@@ -39,18 +41,24 @@ const MIGRATIONS: &[&str] = &[
 
 /// SQLite in the data directory, in WAL mode.
 ///
-/// One connection per process, behind a mutex: every statement is short, and
-/// SQLite serialises writers anyway. Other processes sharing the data
-/// directory (a `clawrun serve` and the CLI) see each committed write on
-/// their next read, which is what makes revocation immediate everywhere.
+/// One connection per process for writes, behind a mutex: every statement
+/// is short, and SQLite serialises writers anyway. The writes of
+/// `llm-call`s go through one writer thread on that connection, batched
+/// (see [`ledger`]). Other processes sharing the data directory (a
+/// `clawrun serve` and the CLI) see each committed write on their next
+/// read, which is what makes revocation immediate everywhere.
 pub struct SqliteDb {
     conn: Arc<Mutex<Connection>>,
     /// A second connection for the reads every `llm-call` makes (its
     /// assignment and key state, the organisation's keys): in WAL mode a
-    /// reader does not wait for the ledger writer's fsync, which holds
-    /// `conn`. Absent for an in-memory database, which one connection owns.
+    /// reader does not wait for a writer. Absent for an in-memory
+    /// database, which one connection owns.
     reader: Option<Mutex<Connection>>,
-    ledger: OnceLock<Mutex<mpsc::Sender<ledger::LedgerWrite>>>,
+    /// The database file; `None` in memory.
+    path: Option<PathBuf>,
+    /// The writer thread and, for a file, the sync thread behind it; both
+    /// start on first use.
+    writer: OnceLock<Arc<Writer>>,
 }
 
 impl SqliteDb {
@@ -79,6 +87,7 @@ impl SqliteDb {
         reader.busy_timeout(std::time::Duration::from_secs(10))?;
         reader.execute_batch("PRAGMA foreign_keys = ON;")?;
         db.reader = Some(Mutex::new(reader));
+        db.path = Some(path);
         Ok(db)
     }
 
@@ -118,7 +127,8 @@ impl SqliteDb {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             reader: None,
-            ledger: OnceLock::new(),
+            path: None,
+            writer: OnceLock::new(),
         })
     }
 
@@ -131,20 +141,10 @@ impl SqliteDb {
         self.reader.as_ref().map_or_else(|| self.conn(), lock)
     }
 
-    /// The ledger writer's queue, starting the writer on first use.
-    fn ledger(&self) -> mpsc::Sender<ledger::LedgerWrite> {
-        let sender = self.ledger.get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<ledger::LedgerWrite>();
-            let conn = Arc::downgrade(&self.conn);
-            let spawned = std::thread::Builder::new()
-                .name("clawrun-ledger".into())
-                .spawn(move || ledger::writer(&conn, &rx));
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start the ledger writer");
-            }
-            Mutex::new(tx)
-        });
-        sender.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The writer thread, started on first use.
+    fn writer(&self) -> &Arc<Writer> {
+        self.writer
+            .get_or_init(|| Writer::start(&self.conn, self.path.as_deref()))
     }
 }
 
@@ -551,51 +551,61 @@ impl Db for SqliteDb {
 
     fn record_call(
         &self,
-        u: &UsageRecord,
-        audit: &AuditRecord,
+        usage: UsageRecord,
+        audit: AuditRecord,
         reservation: Option<i64>,
-    ) -> Result<(), DbError> {
-        let (done, wait) = mpsc::sync_channel(1);
-        let write = ledger::LedgerWrite {
-            usage: u.clone(),
-            audit: audit.clone(),
+        fence: Option<std::fs::File>,
+    ) -> Pending<()> {
+        self.writer().record(CallRecords {
+            usage,
+            audit,
             reservation,
-            done,
-        };
-        if self.ledger().send(write).is_err() {
-            return Err(DbError::Ledger("the ledger writer has stopped".into()));
-        }
-        match wait.recv() {
-            Ok(result) => result.map_err(DbError::Ledger),
-            Err(_) => Err(DbError::Ledger("the ledger writer has stopped".into())),
-        }
+            fence,
+        })
     }
 
-    fn admit(&self, call: &Admission) -> Result<Result<Option<i64>, Refusal>, DbError> {
-        let mut conn = self.conn();
-        // Cheap read first: most organisations set no budget or limit, and
-        // their calls need neither a reservation nor the write lock.
-        let applies: bool = conn
+    fn record_call_blocking(
+        &self,
+        usage: UsageRecord,
+        audit: AuditRecord,
+        reservation: Option<i64>,
+    ) -> Result<(), DbError> {
+        self.writer().record_blocking(CallRecords {
+            usage,
+            audit,
+            reservation,
+            fence: None,
+        })
+    }
+
+    fn sync_ledger(&self) -> Pending<()> {
+        self.writer().sync()
+    }
+
+    fn lost_records(&self, run_id: &str) -> bool {
+        self.writer.get().is_some_and(|w| w.lost_records(run_id))
+    }
+
+    fn admit(&self, call: Admission) -> Pending<Result<Option<i64>, Refusal>> {
+        // Cheap read first, on the reader: most organisations set no budget
+        // or limit, and their calls need neither a reservation nor the
+        // writer.
+        let applies = self
+            .reader()
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM budgets WHERE org_id = ?1)
                      OR EXISTS (SELECT 1 FROM rate_limits WHERE target_id IN (?2, ?3))",
-            )?
-            .query_row(params![call.org_id, call.claw_id, call.key_id], |r| {
-                r.get(0)
-            })?;
-        if !applies {
-            return Ok(Ok(None));
+            )
+            .and_then(|mut s| {
+                s.query_row(params![call.org_id, call.claw_id, call.key_id], |r| {
+                    r.get::<_, bool>(0)
+                })
+            });
+        match applies {
+            Ok(false) => Box::pin(std::future::ready(Ok(Ok(None)))),
+            Ok(true) => self.writer().admit(call),
+            Err(e) => Box::pin(std::future::ready(Err(e.into()))),
         }
-        // A reservation is bookkeeping for a call in flight, not usage:
-        // other processes see it once committed whatever the sync mode, and
-        // a crash that loses it ends the call holding it too. So it commits
-        // without waiting for the disk (NORMAL, in WAL mode); the usage
-        // record that settles it commits FULL, and that fsync of the WAL
-        // makes this commit durable as well.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let admitted = admission::reserve(&mut conn, call);
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        admitted
     }
 
     fn budget_add(&self, org_id: &str, b: &Budget, at_ms: i64) -> Result<i64, DbError> {
@@ -863,6 +873,22 @@ mod tests {
         }
     }
 
+    /// Deploys the claw `hello` as `claw_1`, assigned to nothing.
+    fn deploy_claw(db: &SqliteDb, org: &OrgRow) {
+        let claw = ClawRow {
+            id: "claw_1".into(),
+            org_id: org.id.clone(),
+            name: "hello".into(),
+            digest: "d".into(),
+            size: 0,
+            key_name: None,
+            model: None,
+            created_at_ms: 3,
+            updated_at_ms: 3,
+        };
+        db.claw_deploy(&claw, b"wasm").expect("deploys");
+    }
+
     #[test]
     fn the_audit_log_refuses_updates_and_deletes() {
         let db = SqliteDb::in_memory().expect("opens");
@@ -921,18 +947,7 @@ mod tests {
         let org = org(&db);
         let k = key(&org, "main");
         db.key_insert(&k, &audit()).expect("inserts");
-        let claw = ClawRow {
-            id: "claw_1".into(),
-            org_id: org.id.clone(),
-            name: "hello".into(),
-            digest: "d".into(),
-            size: 0,
-            key_name: None,
-            model: None,
-            created_at_ms: 3,
-            updated_at_ms: 3,
-        };
-        db.claw_deploy(&claw, b"wasm").expect("deploys");
+        deploy_claw(&db, &org);
         assert!(db.call_target("claw_1").expect("reads").is_none());
         db.claw_assign("claw_1", &k.id, "gpt-4o-mini", 4)
             .expect("assigns");
@@ -944,5 +959,140 @@ mod tests {
         let target = db.call_target("claw_1").expect("reads").expect("assigned");
         assert_eq!(target.key.state, KeyState::Revoked);
         assert_eq!(target.key.revoked_at_ms, Some(5));
+    }
+
+    /// An organisation, a key and a claw, in a database file other
+    /// processes (here: other `SqliteDb`s) can share.
+    fn ledger_fixture(dir: &Path) -> SqliteDb {
+        let db = SqliteDb::open(dir).expect("opens");
+        let org = org(&db);
+        db.key_insert(&key(&org, "main"), &audit())
+            .expect("inserts");
+        deploy_claw(&db, &org);
+        db
+    }
+
+    fn usage(run_id: &str, tokens: i64) -> UsageRecord {
+        UsageRecord {
+            at_ms: crate::metering::now_ms(),
+            org_id: "org_1".into(),
+            claw_id: "claw_1".into(),
+            run_id: run_id.into(),
+            conversation_id: "conv".into(),
+            key_id: "key_main".into(),
+            key_version: 1,
+            provider: "openai".into(),
+            model_requested: "m".into(),
+            input_tokens: tokens,
+            source: "reported".into(),
+            outcome: "ok".into(),
+            ..UsageRecord::default()
+        }
+    }
+
+    fn call(tokens: i64) -> Admission {
+        Admission {
+            org_id: "org_1".into(),
+            claw_id: "claw_1".into(),
+            key_id: "key_main".into(),
+            conversation_id: "conv".into(),
+            tokens,
+            micros: None,
+            now_ms: crate::metering::now_ms(),
+        }
+    }
+
+    fn claw_budget(db: &SqliteDb, tokens: i64) {
+        let budget = Budget {
+            id: 0,
+            scope: crate::metering::budgets::BudgetScope::Claw,
+            claw_id: Some("claw_1".into()),
+            unit: crate::metering::budgets::BudgetUnit::Tokens,
+            period: crate::metering::budgets::BudgetPeriod::Lifetime,
+            amount: tokens,
+        };
+        db.budget_add("org_1", &budget, 1).expect("adds");
+    }
+
+    fn count(dir: &Path, sql: &str) -> i64 {
+        let conn = Connection::open(dir.join(DB_FILE)).expect("opens");
+        conn.query_row(sql, [], |r| r.get(0)).expect("counts")
+    }
+
+    #[tokio::test]
+    async fn queued_records_are_committed_and_synced_before_sync_ledger_resolves() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = ledger_fixture(dir.path());
+        for i in 0..200 {
+            // Dropped unawaited, as a finished llm-call does.
+            drop(db.record_call(usage(&format!("run_{i}"), 10), audit(), None, None));
+        }
+        db.sync_ledger().await.expect("syncs");
+        // Another connection (another process) sees every record.
+        assert_eq!(count(dir.path(), "SELECT COUNT(*) FROM usage_records"), 200);
+        assert_eq!(
+            count(dir.path(), "SELECT SUM(tokens) FROM usage_days"),
+            2000
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_record_fails_alone_and_its_run_is_told() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = ledger_fixture(dir.path());
+        let good = db.record_call(usage("run_good", 1), audit(), None, None);
+        let mut broken = usage("run_bad", 1);
+        broken.source = "made-up".into();
+        let bad = db.record_call(broken, audit(), None, None);
+        let after = db.record_call(usage("run_after", 1), audit(), None, None);
+        let err = bad.await.expect_err("the CHECK constraint refuses it");
+        assert!(err.to_string().contains("CHECK"), "{err}");
+        good.await.expect("written");
+        after.await.expect("written");
+        assert!(db.lost_records("run_bad"));
+        assert!(!db.lost_records("run_bad"), "answered once");
+        assert!(!db.lost_records("run_good"));
+        assert_eq!(count(dir.path(), "SELECT COUNT(*) FROM usage_records"), 2);
+    }
+
+    #[tokio::test]
+    async fn an_admission_counts_reservations_and_the_records_queued_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = ledger_fixture(dir.path());
+        claw_budget(&db, 1000);
+        let first = db.admit(call(600)).await.expect("decides").expect("fits");
+        assert!(first.is_some());
+        let refused = db.admit(call(600)).await.expect("decides");
+        assert!(
+            matches!(refused, Err(Refusal::Budget(_))),
+            "600 reserved + 600 > 1000: {refused:?}"
+        );
+        // The first call used 100 of its 600; its record is queued, not
+        // awaited, and the next admission already counts 100, not 600.
+        drop(db.record_call(usage("run_1", 100), audit(), first, None));
+        let second = db.admit(call(600)).await.expect("decides");
+        assert!(matches!(second, Ok(Some(_))), "{second:?}");
+        assert_eq!(count(dir.path(), "SELECT COUNT(*) FROM reservations"), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_admissions_from_two_processes_admit_exactly_what_fits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Arc::new(ledger_fixture(dir.path()));
+        claw_budget(&a, 1000);
+        let b = Arc::new(SqliteDb::open(dir.path()).expect("opens again"));
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let db = if i % 2 == 0 { a.clone() } else { b.clone() };
+            calls.spawn(async move { db.admit(call(100)).await.expect("decides") });
+        }
+        let admitted = calls
+            .join_all()
+            .await
+            .into_iter()
+            .filter(Result::is_ok)
+            .count();
+        assert_eq!(admitted, 10, "ten reservations of 100 fit in 1000");
+        assert_eq!(count(dir.path(), "SELECT COUNT(*) FROM reservations"), 10);
     }
 }

@@ -102,8 +102,10 @@ impl SqliteDb {
 
     fn configure(mut conn: Connection) -> Result<Self, DbError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        // FULL synchronous: a usage record is on disk before llm-call
-        // returns. secure_delete: a rotated key's old ciphertext is zeroed.
+        // FULL synchronous: an administrative write (a key, an assignment,
+        // a revocation) is on disk when it returns; the ledger writer
+        // commits NORMAL and syncs behind (see `ledger`). secure_delete: a
+        // rotated key's old ciphertext is zeroed.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;

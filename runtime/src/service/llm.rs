@@ -185,6 +185,16 @@ impl LlmService {
         Ok(changed)
     }
 
+    /// Resolves once every usage record queued so far is on disk; a run's
+    /// result waits for it before it leaves the host.
+    ///
+    /// # Errors
+    ///
+    /// When the ledger could not write or sync its records.
+    pub async fn sync_ledger(&self) -> Result<(), crate::db::DbError> {
+        self.db.sync_ledger().await
+    }
+
     /// Performs one `llm-call` for the run `run`, attributed to `tool` when
     /// the guest has a tool invocation open.
     ///

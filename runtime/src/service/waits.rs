@@ -21,7 +21,8 @@ pub struct Waits {
     /// In budget and rate-limit admission (a read and a reservation in the
     /// database).
     pub admission: Duration,
-    /// For the usage record to be committed and on disk.
+    /// Queueing the usage and audit records for the writer (their commit
+    /// and sync are not waited for here).
     pub ledger: Duration,
 }
 

@@ -26,7 +26,7 @@ use crate::db::DbError;
 
 /// WAL size past which the syncer checkpoints it (SQLite's own default
 /// trigger is 1,000 pages of 4 KiB).
-const CHECKPOINT_BYTES: u64 = 4 << 20;
+pub(super) const CHECKPOINT_BYTES: i64 = 4 << 20;
 
 /// How far commits are on disk.
 #[derive(Debug, Clone, Default)]
@@ -140,7 +140,7 @@ impl Durability {
                         seq: target,
                         error: None,
                     });
-                    if wal_len > CHECKPOINT_BYTES {
+                    if wal_len > CHECKPOINT_BYTES as u64 {
                         self.checkpoint(&mut checkpointer);
                     }
                 }

@@ -18,17 +18,25 @@
 //! contend for the write lock (whose busy handler sleeps for
 //! milliseconds), and a batch takes the lock once for every operation
 //! queued while the previous batch was committing.
+//!
+//! When the writer is idle (nothing queued, nothing being applied) and the
+//! connection free, an admission is decided on the caller's thread
+//! instead, in the same kind of transaction: the decision is the same, and
+//! the call skips two thread hand-offs. Nothing queued means every record
+//! sent before it is committed, so queue order still holds.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, Mutex, Weak, mpsc};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, TryLockError, Weak, mpsc};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::durability::Durability;
-use super::{add_to_totals, admission, insert_audit, insert_usage, lock};
+use super::{BUSY_TIMEOUT, add_to_totals, admission, insert_audit, insert_usage, lock};
 use crate::db::{AuditRecord, DbError, Pending, UsageRecord};
 use crate::metering::budgets::{Admission, Refusal};
 
@@ -39,6 +47,9 @@ const MAX_BATCH: usize = 512;
 /// a record, and the sync thread behind it.
 pub(super) struct Writer {
     queue: mpsc::Sender<Op>,
+    /// Operations sent and not yet answered: zero when the writer is idle.
+    outstanding: Arc<AtomicUsize>,
+    conn: Weak<Mutex<Connection>>,
     failed_runs: Arc<Mutex<HashSet<String>>>,
     durability: Option<Arc<Durability>>,
 }
@@ -56,46 +67,106 @@ impl Writer {
             }
         }
         let failed_runs = Arc::new(Mutex::new(HashSet::new()));
-        let (conn, failed, synced) = (
-            Arc::downgrade(conn),
-            failed_runs.clone(),
-            durability.clone(),
-        );
+        let outstanding = Arc::new(AtomicUsize::new(0));
+        let thread = Thread {
+            conn: Arc::downgrade(conn),
+            queue: rx,
+            outstanding: outstanding.clone(),
+            failed_runs: failed_runs.clone(),
+            durability: durability.clone(),
+        };
         let spawned = std::thread::Builder::new()
             .name("clawrun-writer".into())
-            .spawn(move || writer(&conn, &rx, &failed, synced.as_ref()));
+            .spawn(move || thread.run());
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the ledger writer");
         }
         Arc::new(Self {
             queue,
+            outstanding,
+            conn: Arc::downgrade(conn),
             failed_runs,
             durability,
         })
     }
 
-    /// Decides `call` in the writer's next transaction, reserving its worst
-    /// case if admitted; resolves once that is committed.
+    /// Sends `op` to the writer thread.
+    fn send(&self, op: Op) -> Result<(), DbError> {
+        // Counted before it is sent: an admission that finds the count at
+        // zero knows nothing is queued ahead of it.
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+        self.queue.send(op).map_err(|_| {
+            self.outstanding.fetch_sub(1, Ordering::SeqCst);
+            writer_stopped()
+        })
+    }
+
+    /// Decides `call` and reserves its worst case if admitted; resolves
+    /// once that is committed: here if the writer is idle, else in its
+    /// next transaction.
     pub(super) fn admit(&self, call: Admission) -> Pending<Result<Option<i64>, Refusal>> {
+        if let Some(decided) = self.admit_here(&call) {
+            return Box::pin(std::future::ready(decided));
+        }
         let (tx, rx) = oneshot::channel();
-        let sent = self.queue.send(Op::Admit(Box::new(call), Reply::Async(tx)));
+        let sent = self.send(Op::Admit(Box::new(call), Reply::Async(tx)));
         Box::pin(async move {
-            sent.map_err(|_| writer_stopped())?;
+            sent?;
             rx.await
                 .map_err(|_| writer_stopped())?
                 .map_err(DbError::Ledger)
         })
     }
 
+    /// Decides `call` on this thread if the writer is idle and the
+    /// connection free, without waiting for SQLite's write lock either;
+    /// `None` sends it to the writer instead.
+    fn admit_here(
+        &self,
+        call: &Admission,
+    ) -> Option<Result<Result<Option<i64>, Refusal>, DbError>> {
+        if self.outstanding.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        let conn = self.conn.upgrade()?;
+        let mut conn = match conn.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        // Something may have been queued before the lock was taken.
+        if self.outstanding.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        // Another process holding the write lock would block this thread
+        // (a runtime worker): the writer thread waits for it instead.
+        if let Err(e) = conn.busy_timeout(Duration::ZERO) {
+            return Some(Err(e.into()));
+        }
+        let decided = in_transaction(&mut conn, |tx| {
+            admission::release_stale(tx, call.now_ms)?;
+            admission::reserve(tx, call)
+        });
+        if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+            return Some(Err(e.into()));
+        }
+        match decided {
+            Err(DbError::Sqlite(e))
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
+            {
+                None
+            }
+            decided => Some(decided),
+        }
+    }
+
     /// Queues a call's records; the future resolves once they are
     /// committed, and may be dropped unawaited.
     pub(super) fn record(&self, records: CallRecords) -> Pending<()> {
         let (tx, rx) = oneshot::channel();
-        let sent = self
-            .queue
-            .send(Op::Record(Box::new(records), Reply::Async(tx)));
+        let sent = self.send(Op::Record(Box::new(records), Reply::Async(tx)));
         Box::pin(async move {
-            sent.map_err(|_| writer_stopped())?;
+            sent?;
             rx.await
                 .map_err(|_| writer_stopped())?
                 .map_err(DbError::Ledger)
@@ -105,9 +176,7 @@ impl Writer {
     /// Queues a call's records and blocks until they are committed.
     pub(super) fn record_blocking(&self, records: CallRecords) -> Result<(), DbError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.queue
-            .send(Op::Record(Box::new(records), Reply::Blocking(tx)))
-            .map_err(|_| writer_stopped())?;
+        self.send(Op::Record(Box::new(records), Reply::Blocking(tx)))?;
         rx.recv()
             .map_err(|_| writer_stopped())?
             .map_err(DbError::Ledger)
@@ -116,10 +185,10 @@ impl Writer {
     /// Resolves once everything queued before is committed and on disk.
     pub(super) fn sync(&self) -> Pending<()> {
         let (tx, rx) = oneshot::channel();
-        let sent = self.queue.send(Op::Mark(Reply::Async(tx)));
+        let sent = self.send(Op::Mark(Reply::Async(tx)));
         let durability = self.durability.clone();
         Box::pin(async move {
-            sent.map_err(|_| writer_stopped())?;
+            sent?;
             let seq = rx
                 .await
                 .map_err(|_| writer_stopped())?
@@ -194,14 +263,31 @@ enum Op {
 /// What applying one operation decided: an admission's answer.
 type Decision = Option<Result<Option<i64>, Refusal>>;
 
+/// Runs `f` in one IMMEDIATE transaction committed without waiting for
+/// the disk.
+fn in_transaction<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    // Durability comes from the sync thread; the connection is shared with
+    // the administrative writes, which commit FULL.
+    conn.prepare_cached("PRAGMA synchronous = NORMAL")?
+        .execute([])?;
+    let result = (|| {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let result = f(&tx)?;
+        tx.commit()?;
+        Ok(result)
+    })();
+    conn.prepare_cached("PRAGMA synchronous = FULL")?
+        .execute([])?;
+    result
+}
+
 /// Applies `ops` in one transaction, in queue order; returns each
 /// admission's decision, valid once the transaction has committed.
 fn apply(conn: &mut Connection, ops: &[Op]) -> Result<Vec<Decision>, DbError> {
-    // Durability comes from the sync thread; the connection is shared with
-    // the administrative writes, which commit FULL.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    let result = (|| {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    in_transaction(conn, |tx| {
         let now_ms = crate::metering::now_ms();
         let (mut released, mut recorded) = (false, false);
         let mut decisions = Vec::with_capacity(ops.len());
@@ -209,15 +295,15 @@ fn apply(conn: &mut Connection, ops: &[Op]) -> Result<Vec<Decision>, DbError> {
             decisions.push(match op {
                 Op::Admit(call, _) => {
                     if !released {
-                        admission::release_stale(&tx, now_ms)?;
+                        admission::release_stale(tx, now_ms)?;
                         released = true;
                     }
-                    Some(admission::reserve(&tx, call)?)
+                    Some(admission::reserve(tx, call)?)
                 }
                 Op::Record(w, _) => {
-                    insert_usage(&tx, &w.usage)?;
-                    add_to_totals(&tx, &w.usage)?;
-                    insert_audit(&tx, &w.audit)?;
+                    insert_usage(tx, &w.usage)?;
+                    add_to_totals(tx, &w.usage)?;
+                    insert_audit(tx, &w.audit)?;
                     if let Some(id) = w.reservation {
                         tx.prepare_cached("DELETE FROM reservations WHERE id = ?1")?
                             .execute([id])?;
@@ -233,82 +319,92 @@ fn apply(conn: &mut Connection, ops: &[Op]) -> Result<Vec<Decision>, DbError> {
             tx.prepare_cached("DELETE FROM usage_seconds WHERE second < ?1")?
                 .execute([now_ms / 1000 - 120])?;
         }
-        tx.commit()?;
         Ok(decisions)
-    })();
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    result
+    })
 }
 
-/// The writer loop: takes every operation waiting in the queue, applies
-/// them in one transaction, notes the commit for the sync thread, then
-/// answers each: a record's fence is released, every caller answered. If
-/// a batch fails, its operations are applied one by one, so one bad record
-/// fails only itself.
-fn writer(
-    conn: &Weak<Mutex<Connection>>,
-    queue: &mpsc::Receiver<Op>,
-    failed_runs: &Mutex<HashSet<String>>,
-    durability: Option<&Arc<Durability>>,
-) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+/// What the writer thread owns.
+struct Thread {
+    conn: Weak<Mutex<Connection>>,
+    queue: mpsc::Receiver<Op>,
+    outstanding: Arc<AtomicUsize>,
+    failed_runs: Arc<Mutex<HashSet<String>>>,
+    durability: Option<Arc<Durability>>,
+}
+
+impl Thread {
+    /// The writer loop: takes every operation waiting in the queue, applies
+    /// them in one transaction, notes the commit for the sync thread, then
+    /// answers each: a record's fence is released, every caller answered.
+    /// If a batch fails, its operations are applied one by one, so one bad
+    /// record fails only itself.
+    fn run(self) {
+        let Self {
+            conn,
+            queue,
+            outstanding,
+            failed_runs,
+            durability,
+        } = self;
+        while let Ok(first) = queue.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
             }
-        }
-        let Some(conn) = conn.upgrade() else { return };
-        let writes = batch.iter().any(|op| !matches!(op, Op::Mark(_)));
-        let results: Vec<Result<Decision, String>> = if !writes {
-            batch.iter().map(|_| Ok(None)).collect()
-        } else {
-            // Bound first: the guard must be gone before the retries lock.
-            let applied = apply(&mut lock(&conn), &batch);
-            match applied {
-                Ok(decisions) => decisions.into_iter().map(Ok).collect(),
-                Err(_) => batch
-                    .iter()
-                    .map(|op| {
-                        apply(&mut lock(&conn), std::slice::from_ref(op))
-                            .map(|mut d| d.pop().flatten())
-                            .map_err(|e| e.to_string())
-                    })
-                    .collect(),
-            }
-        };
-        drop(conn);
-        let seq = match durability {
-            Some(d) if writes => d.committed(),
-            Some(d) => d.latest(),
-            None => 0,
-        };
-        for (op, result) in batch.into_iter().zip(results) {
-            match op {
-                Op::Admit(_, reply) => {
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, "could not decide a call's admission");
-                    }
-                    reply
-                        .send(result.and_then(|d| {
+            let Some(conn) = conn.upgrade() else { return };
+            let writes = batch.iter().any(|op| !matches!(op, Op::Mark(_)));
+            let results: Vec<Result<Decision, String>> = if !writes {
+                batch.iter().map(|_| Ok(None)).collect()
+            } else {
+                // Bound first: the guard must be gone before the retries lock.
+                let applied = apply(&mut lock(&conn), &batch);
+                match applied {
+                    Ok(decisions) => decisions.into_iter().map(Ok).collect(),
+                    Err(_) => batch
+                        .iter()
+                        .map(|op| {
+                            apply(&mut lock(&conn), std::slice::from_ref(op))
+                                .map(|mut d| d.pop().flatten())
+                                .map_err(|e| e.to_string())
+                        })
+                        .collect(),
+                }
+            };
+            drop(conn);
+            let seq = match &durability {
+                Some(d) if writes => d.committed(),
+                Some(d) => d.latest(),
+                None => 0,
+            };
+            for (op, result) in batch.into_iter().zip(results) {
+                match op {
+                    Op::Admit(_, reply) => {
+                        if let Err(e) = &result {
+                            tracing::error!(error = %e, "could not decide a call's admission");
+                        }
+                        reply.send(result.and_then(|d| {
                             d.ok_or_else(|| "admission was not decided".to_string())
                         }));
-                }
-                Op::Record(records, reply) => {
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, run_id = %records.usage.run_id, "could not write a call's usage record");
-                        failed_runs
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(records.usage.run_id.clone());
                     }
-                    // The fence goes with the records: a revocation waiting
-                    // on it returns only now.
-                    drop(records.fence);
-                    reply.send(result.map(drop));
+                    Op::Record(records, reply) => {
+                        if let Err(e) = &result {
+                            tracing::error!(error = %e, run_id = %records.usage.run_id, "could not write a call's usage record");
+                            failed_runs
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(records.usage.run_id.clone());
+                        }
+                        // The fence goes with the records: a revocation waiting
+                        // on it returns only now.
+                        drop(records.fence);
+                        reply.send(result.map(drop));
+                    }
+                    Op::Mark(reply) => reply.send(result.map(|_| seq)),
                 }
-                Op::Mark(reply) => reply.send(result.map(|_| seq)),
+                outstanding.fetch_sub(1, Ordering::SeqCst);
             }
         }
     }

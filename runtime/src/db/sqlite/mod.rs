@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_compatible.sql"),
     include_str!("../migrations/0007_tenancy.sql"),
     include_str!("../migrations/0008_usage_totals.sql"),
+    include_str!("../migrations/0009_claw_components.sql"),
 ];
 
 /// SQLite in the data directory, in WAL mode.
@@ -84,7 +85,7 @@ impl SqliteDb {
         let conn = Connection::open(&path)?;
         let mut db = Self::configure(conn)?;
         let reader = Connection::open(&path)?;
-        reader.busy_timeout(std::time::Duration::from_secs(10))?;
+        reader.busy_timeout(BUSY_TIMEOUT)?;
         reader.execute_batch("PRAGMA foreign_keys = ON;")?;
         db.reader = Some(Mutex::new(reader));
         db.path = Some(path);
@@ -101,7 +102,7 @@ impl SqliteDb {
     }
 
     fn configure(mut conn: Connection) -> Result<Self, DbError> {
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         // FULL synchronous: an administrative write (a key, an assignment,
         // a revocation) is on disk when it returns; the ledger writer
         // commits NORMAL and syncs behind (see `ledger`). secure_delete: a
@@ -112,6 +113,12 @@ impl SqliteDb {
              PRAGMA foreign_keys = ON;
              PRAGMA secure_delete = ON;",
         )?;
+        // SQLite reuses a checkpointed WAL from its start without shrinking
+        // the file, so its length would stay past the sync thread's
+        // checkpoint threshold for good and every sync would checkpoint.
+        // With this limit the first commit after the restart truncates it,
+        // and the length again says how much the WAL holds.
+        conn.pragma_update(None, "journal_size_limit", durability::CHECKPOINT_BYTES)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
@@ -171,6 +178,9 @@ fn org_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrgRow> {
         created_at_ms: r.get(3)?,
     })
 }
+
+/// How long a statement waits for another connection's lock.
+pub(super) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(super) fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     // A panic mid-statement leaves SQLite itself consistent (the
@@ -400,14 +410,32 @@ impl Db for SqliteDb {
     }
 
     fn claw_deploy(&self, c: &ClawRow, component: &[u8]) -> Result<(), DbError> {
-        self.conn().execute(
-            "INSERT INTO claws (id, org_id, name, component, digest, created_at_ms, updated_at_ms)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        // A redeploy keeps the claw's id, its assignment and its limits.
+        let id: String = tx.query_row(
+            "INSERT INTO claws (id, org_id, name, size, digest, created_at_ms, updated_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
              ON CONFLICT (org_id, name) DO UPDATE SET
-                component = excluded.component, digest = excluded.digest,
-                updated_at_ms = excluded.updated_at_ms",
-            params![c.id, c.org_id, c.name, component, c.digest, c.updated_at_ms],
+                size = excluded.size, digest = excluded.digest,
+                updated_at_ms = excluded.updated_at_ms
+             RETURNING id",
+            params![
+                c.id,
+                c.org_id,
+                c.name,
+                component.len() as i64,
+                c.digest,
+                c.updated_at_ms
+            ],
+            |r| r.get(0),
         )?;
+        tx.execute(
+            "INSERT INTO claw_components (claw_id, component) VALUES (?1, ?2)
+             ON CONFLICT (claw_id) DO UPDATE SET component = excluded.component",
+            params![id, component],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -424,7 +452,7 @@ impl Db for SqliteDb {
 
     fn claw_component(&self, claw_id: &str) -> Result<Vec<u8>, DbError> {
         Ok(self.conn().query_row(
-            "SELECT component FROM claws WHERE id = ?1",
+            "SELECT component FROM claw_components WHERE claw_id = ?1",
             [claw_id],
             |r| r.get(0),
         )?)
@@ -926,6 +954,66 @@ mod tests {
     }
 
     #[test]
+    fn a_claw_deployed_before_its_component_moved_keeps_its_bytes_and_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // A database as clawrun left it before migration 0009.
+            let mut conn = Connection::open(dir.path().join(DB_FILE)).expect("opens");
+            let tx = conn.transaction().expect("begins");
+            for sql in &MIGRATIONS[..8] {
+                tx.execute_batch(sql).expect("migrates");
+            }
+            tx.pragma_update(None, "user_version", 8).expect("versions");
+            tx.execute_batch(
+                "INSERT INTO orgs (id, name, wrapped_data_key, created_at_ms)
+                     VALUES ('org_1', 'default', x'01', 1);
+                 INSERT INTO claws (id, org_id, name, component, digest, created_at_ms, updated_at_ms)
+                     VALUES ('claw_1', 'org_1', 'hello', x'0061736d01', 'd', 3, 3);",
+            )
+            .expect("inserts");
+            tx.commit().expect("commits");
+        }
+        let db = SqliteDb::open(dir.path()).expect("migrates");
+        assert_eq!(
+            db.claw_component("claw_1").expect("reads"),
+            b"\0asm\x01".to_vec()
+        );
+        let claw = db
+            .claw_by_name("org_1", "hello")
+            .expect("reads")
+            .expect("kept");
+        assert_eq!(claw.size, 5);
+    }
+
+    #[test]
+    fn a_redeploy_replaces_the_component_under_the_same_id_and_a_delete_removes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = SqliteDb::open(dir.path()).expect("opens");
+        let org = org(&db);
+        deploy_claw(&db, &org);
+        let again = ClawRow {
+            id: "claw_2".into(),
+            org_id: org.id.clone(),
+            name: "hello".into(),
+            digest: "e".into(),
+            size: 0,
+            key_name: None,
+            model: None,
+            created_at_ms: 4,
+            updated_at_ms: 4,
+        };
+        db.claw_deploy(&again, b"longer wasm").expect("redeploys");
+        let claw = db
+            .claw_by_name(&org.id, "hello")
+            .expect("reads")
+            .expect("kept");
+        assert_eq!((claw.id.as_str(), claw.size), ("claw_1", 11));
+        assert_eq!(db.claw_component("claw_1").expect("reads"), b"longer wasm");
+        assert!(db.claw_delete(&org.id, "claw_1").expect("deletes"));
+        assert_eq!(count(dir.path(), "SELECT COUNT(*) FROM claw_components"), 0);
+    }
+
+    #[test]
     fn duplicate_key_name_is_a_conflict() {
         let db = SqliteDb::in_memory().expect("opens");
         let org = org(&db);
@@ -1039,6 +1127,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_wal_shrinks_back_once_checkpointed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = ledger_fixture(dir.path());
+        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        // Past the sync thread's threshold: 6 MiB of records.
+        let big = "x".repeat(64 << 10);
+        for i in 0..96 {
+            let mut record = usage(&format!("run_{i}"), 1);
+            record.raw_usage = Some(big.clone());
+            drop(db.record_call(record, audit(), None, None));
+        }
+        db.sync_ledger().await.expect("syncs");
+        assert!(wal_len() > durability::CHECKPOINT_BYTES as u64);
+        // The checkpoint runs behind the sync; the first commit after it
+        // starts the WAL over and truncates the file. Were the file left
+        // long, every later sync would checkpoint again.
+        for _ in 0..500 {
+            db.record_call(usage("run_small", 1), audit(), None, None)
+                .await
+                .expect("writes");
+            db.sync_ledger().await.expect("syncs");
+            if wal_len() <= durability::CHECKPOINT_BYTES as u64 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the WAL stayed at {} bytes", wal_len());
+    }
+
+    #[tokio::test]
     async fn a_bad_record_fails_alone_and_its_run_is_told() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = ledger_fixture(dir.path());
@@ -1078,6 +1197,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_admission_made_while_another_process_writes_is_decided_once_it_is_done() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = ledger_fixture(dir.path());
+        claw_budget(&db, 1000);
+        // Another process holds SQLite's write lock until told to let go.
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let path = dir.path().join(DB_FILE);
+        let other = std::thread::spawn(move || {
+            let mut conn = Connection::open(path).expect("opens");
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .expect("takes the write lock");
+            held_tx.send(()).expect("tells");
+            release_rx.recv().expect("told");
+            tx.commit().expect("commits");
+        });
+        held_rx.recv().expect("held");
+        // The caller's thread does not wait for the lock (it would hold up
+        // a runtime worker): the writer thread does, and answers.
+        let pending = db.admit(call(100));
+        release_tx.send(()).expect("releases");
+        let decided = pending.await.expect("decides");
+        assert!(matches!(decided, Ok(Some(_))), "{decided:?}");
+        other.join().expect("joins");
+        assert_eq!(count(dir.path(), "SELECT COUNT(*) FROM reservations"), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_admissions_from_two_processes_admit_exactly_what_fits() {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = Arc::new(ledger_fixture(dir.path()));

@@ -43,7 +43,7 @@ pub(super) fn key_row(r: &Row<'_>, at: usize) -> rusqlite::Result<KeyRow> {
     })
 }
 
-pub(super) const CLAW_COLUMNS: &str = "c.id, c.org_id, c.name, c.digest, length(c.component), k.name, c.model, \
+pub(super) const CLAW_COLUMNS: &str = "c.id, c.org_id, c.name, c.digest, c.size, k.name, c.model, \
      c.created_at_ms, c.updated_at_ms FROM claws c LEFT JOIN provider_keys k ON k.id = c.key_id";
 
 pub(super) fn claw_row(r: &Row<'_>) -> rusqlite::Result<ClawRow> {

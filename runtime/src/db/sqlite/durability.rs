@@ -120,6 +120,7 @@ impl Durability {
     }
 
     fn run(&self) {
+        super::background_thread();
         let mut done = 0;
         let mut checkpointer: Option<Connection> = None;
         loop {

@@ -346,6 +346,7 @@ impl Thread {
             failed_runs,
             durability,
         } = self;
+        super::background_thread();
         while let Ok(first) = queue.recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {

@@ -13,10 +13,18 @@
 //!
 //! The thread also checkpoints the WAL into the database file once it
 //! grows, so the writer (whose connection does not checkpoint on its own)
-//! never stalls on the copy and its two fsyncs.
+//! does not stall on the copy and its fsyncs. Under steady load that copy
+//! never catches up with the writer, and SQLite starts a WAL over only
+//! when a write finds it wholly copied: so the writer finishes each such
+//! checkpoint between two batches, copying just the frames committed
+//! since ([`Durability::take_restart_due`]), and its next commit writes the
+//! WAL from its first frame again. Without that the WAL grows for as long
+//! as the load lasts, and every commit appends to the file (an ext4
+//! journal commit per sync, which stalls the writes behind it).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use rusqlite::Connection;
@@ -50,6 +58,8 @@ pub(super) struct Durability {
     progress: Mutex<Progress>,
     wake: Condvar,
     synced: watch::Sender<Synced>,
+    /// Set after this thread's checkpoint: the writer finishes it.
+    restart_due: AtomicBool,
 }
 
 impl Durability {
@@ -63,6 +73,7 @@ impl Durability {
             progress: Mutex::default(),
             wake: Condvar::new(),
             synced: watch::Sender::new(Synced::default()),
+            restart_due: AtomicBool::new(false),
         });
         let thread = this.clone();
         let spawned = std::thread::Builder::new()
@@ -113,6 +124,13 @@ impl Durability {
         }
     }
 
+    /// Whether this thread has checkpointed since the last call: the writer
+    /// then checkpoints what was committed meanwhile, so the WAL can start
+    /// over.
+    pub(super) fn take_restart_due(&self) -> bool {
+        self.restart_due.swap(false, Ordering::AcqRel)
+    }
+
     /// Stops the thread once every commit it was told of is on disk.
     pub(super) fn stop(&self) {
         self.progress().stop = true;
@@ -141,8 +159,8 @@ impl Durability {
                         seq: target,
                         error: None,
                     });
-                    if wal_len > CHECKPOINT_BYTES as u64 {
-                        self.checkpoint(&mut checkpointer);
+                    if wal_len > CHECKPOINT_BYTES as u64 && self.checkpoint(&mut checkpointer) {
+                        self.restart_due.store(true, Ordering::Release);
                     }
                 }
                 Err(e) => {
@@ -173,25 +191,31 @@ impl Durability {
 
     /// Copies the WAL into the database file without blocking readers or
     /// the writer (`PASSIVE`); with `synchronous=NORMAL` SQLite syncs both
-    /// files around the copy.
-    fn checkpoint(&self, conn: &mut Option<Connection>) {
+    /// files around the copy. Returns whether it ran.
+    fn checkpoint(&self, conn: &mut Option<Connection>) -> bool {
         if conn.is_none() {
             match Connection::open(&self.db) {
                 Ok(c) => *conn = Some(c),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot open the database to checkpoint it");
-                    return;
+                    return false;
                 }
             }
         }
-        let Some(c) = conn.as_ref() else { return };
+        let Some(c) = conn.as_ref() else {
+            return false;
+        };
         let result = c
             .pragma_update(None, "synchronous", "NORMAL")
             .and_then(|()| {
                 c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
             });
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries");
+        match result {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries");
+                false
+            }
         }
     }
 }

@@ -340,7 +340,7 @@ impl Thread {
     /// record fails only itself.
     fn run(self) {
         let Self {
-            conn,
+            conn: weak,
             queue,
             outstanding,
             failed_runs,
@@ -355,7 +355,7 @@ impl Thread {
                     Err(_) => break,
                 }
             }
-            let Some(conn) = conn.upgrade() else { return };
+            let Some(conn) = weak.upgrade() else { return };
             let writes = batch.iter().any(|op| !matches!(op, Op::Mark(_)));
             let results: Vec<Result<Decision, String>> = if !writes {
                 batch.iter().map(|_| Ok(None)).collect()
@@ -407,6 +407,25 @@ impl Thread {
                 }
                 outstanding.fetch_sub(1, Ordering::SeqCst);
             }
+            if let Some(d) = &durability
+                && d.take_restart_due()
+            {
+                finish_checkpoint(&weak);
+            }
         }
+    }
+}
+
+/// Checkpoints, on the writer's connection between two of its batches, the
+/// frames committed since the sync thread's checkpoint (which copied the
+/// bulk without blocking anyone). Nothing of this process commits
+/// meanwhile (the connection is held), so unless a reader still uses the
+/// WAL the next write transaction finds it wholly copied and starts it over
+/// (`super::durability`).
+fn finish_checkpoint(conn: &Weak<Mutex<Connection>>) {
+    let Some(conn) = conn.upgrade() else { return };
+    let done = lock(&conn).query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+    if let Err(e) = done {
+        tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries");
     }
 }

@@ -1229,6 +1229,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_wal_starts_over_under_load_that_never_pauses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = ledger_fixture(dir.path());
+        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        // About 40 MiB of records, queued faster than the writer commits
+        // them, so it never waits for work: the sync thread's checkpoints
+        // never catch up with it on their own.
+        let detail = "x".repeat(1 << 10);
+        for i in 0..20_000 {
+            let mut record = usage(&format!("run_{i}"), 1);
+            record.raw_usage = Some(detail.clone());
+            drop(db.record_call(record, audit(), None, None));
+        }
+        db.sync_ledger().await.expect("syncs");
+        let len = std::fs::metadata(&wal).expect("the WAL").len();
+        assert!(
+            len <= 3 * durability::CHECKPOINT_BYTES as u64,
+            "the WAL grew to {len} bytes"
+        );
+    }
+
+    #[tokio::test]
     async fn a_bad_record_fails_alone_and_its_run_is_told() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = ledger_fixture(dir.path());

@@ -19,9 +19,13 @@
 //!   dev-provider; the host's overhead is its total minus the time it
 //!   spent in the provider exchange (timed inside the host, see
 //!   `clawrun::service::provider_wait`);
-//! - the highest sustained rate, and the ledger's records and the vault's
-//!   decryptions per second at it;
+//! - the highest sustained rate (each rate with its own direct baseline),
+//!   and the ledger's records and the vault's decryptions per second at it;
 //! - resident memory with 1,000 cages alive, each waiting on a slow reply.
+//!
+//! A whole run counts until its records are on disk, as `clawrun run` and
+//! the API return it. `CLAWRUN_BENCH_PROFILE=RATE` runs only the host's
+//! `llm-call` at RATE per second for 10 s, for `perf record` (BENCHMARKS.md).
 //!
 //! Run by `cargo test` (without `--bench`) it does a few of each, to check
 //! that it still works; it asserts no timing.
@@ -277,6 +281,10 @@ struct Bench {
     pre: clawrun::cage::ClawPre<clawrun::cage::CageState>,
     run: RunContext,
     provider: DevProvider,
+    /// The baseline's client, built as the host builds its own and kept
+    /// for the whole bench as the host keeps its own: both reuse warm
+    /// connections.
+    direct_http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
@@ -328,6 +336,7 @@ impl Bench {
             pre,
             run,
             provider,
+            direct_http: clawrun::providers::http_client().expect("HTTP client"),
             _dir: dir,
         }
     }
@@ -399,7 +408,7 @@ impl Bench {
     }
 
     fn direct(&self, rate: f64, count: usize) -> Phase {
-        let http = reqwest::Client::new();
+        let http = self.direct_http.clone();
         let url = format!("http://{}/v1/chat/completions", self.provider.addr);
         let body = direct_body("gpt-4o-mini");
         open_loop(&self.rt, rate, count, move || {
@@ -530,6 +539,8 @@ fn main() {
     // Warm the connection pool and SQLite's page cache.
     let warm = bench.host_call(200.0, if quick { 5 } else { 400 });
     assert_eq!(warm.errors, 0, "warm-up calls fail");
+    let warm = bench.direct(200.0, if quick { 5 } else { 400 });
+    assert_eq!(warm.errors, 0, "warm-up direct requests fail");
     let seconds = if quick { 0.05 } else { 5.0 };
     for rate in [100.0, 1_000.0] {
         let count = ((rate * seconds) as usize).max(5);
@@ -562,11 +573,13 @@ fn main() {
             2_000.0, 3_000.0, 4_000.0, 5_000.0, 6_000.0, 7_000.0, 8_000.0,
         ]
     };
-    let mut best: Option<Phase> = None;
+    let mut best: Option<(Phase, Phase)> = None;
     for &rate in rates {
         let count = ((rate * if quick { 0.02 } else { 3.0 }) as usize).max(5);
         let host = bench.host_call(rate, count);
         phase_line("llm-call (host)", &host);
+        let direct = bench.direct(rate, count);
+        phase_line("direct (reqwest)", &direct);
         let kept_up = host.done_per_s >= rate * 0.9
             && host.durable_per_s >= rate * 0.9
             && host.total.pct(0.99) < Duration::from_millis(100)
@@ -574,15 +587,11 @@ fn main() {
         if !kept_up && !quick {
             break;
         }
-        best = Some(host);
+        best = Some((direct, host));
     }
-    if let Some(best) = &best {
-        let direct = bench.direct(
-            best.offered,
-            ((best.offered * if quick { 0.02 } else { 3.0 }) as usize).max(5),
-        );
+    if let Some((direct, best)) = &best {
         println!("highest sustained rate {:.0} calls/s:", best.offered);
-        phase_line("direct (reqwest)", &direct);
+        phase_line("direct (reqwest)", direct);
         phase_line("llm-call (host)", best);
         // Each call writes one usage record (on disk by the phase's end)
         // and opens two sealed values (the data key, then the provider

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_tenancy.sql"),
     include_str!("../migrations/0008_usage_totals.sql"),
     include_str!("../migrations/0009_claw_components.sql"),
+    include_str!("../migrations/0010_reservation_indexes.sql"),
 ];
 
 /// SQLite in the data directory, in WAL mode.
@@ -1131,6 +1132,21 @@ mod tests {
     fn count(dir: &Path, sql: &str) -> i64 {
         let conn = Connection::open(dir.join(DB_FILE)).expect("opens");
         conn.query_row(sql, [], |r| r.get(0)).expect("counts")
+    }
+
+    #[test]
+    fn the_stale_reservation_sweep_of_each_admission_reads_only_stale_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(SqliteDb::open(dir.path()).expect("opens"));
+        let conn = Connection::open(dir.path().join(DB_FILE)).expect("opens");
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN DELETE FROM reservations WHERE at_ms < 1",
+                [],
+                |r| r.get(3),
+            )
+            .expect("plans");
+        assert!(plan.contains("USING INDEX reservations_by_age"), "{plan}");
     }
 
     #[tokio::test]

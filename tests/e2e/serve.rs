@@ -17,6 +17,11 @@ struct Remote {
 
 impl Remote {
     fn start(grace: &str) -> Self {
+        Self::start_with(grace, &[])
+    }
+
+    /// As [`Remote::start`], with `extra_env` set for the server.
+    fn start_with(grace: &str, extra_env: &[(&str, &str)]) -> Self {
         let env = Env::new();
         let created = env.ok(&["orgs", "create", "acme"]);
         let token = created
@@ -26,7 +31,7 @@ impl Remote {
             .trim()
             .to_owned();
         assert!(token.starts_with("clawrun_tok_"), "{created}");
-        let serve = env.serve(&["--grace", grace]);
+        let serve = env.serve_with(&["--grace", grace], extra_env);
         Self { env, serve, token }
     }
 
@@ -200,6 +205,63 @@ fn the_cli_manages_an_organisation_on_a_remote_host() {
     let transcript = remote.env.transcript.borrow();
     let text = String::from_utf8_lossy(&transcript);
     assert!(!text.contains(OPENAI_KEY), "a key reached the CLI's output");
+}
+
+/// Past `CLAWRUN_MAX_CALLS_IN_FLIGHT`, a call waits for a turn instead of
+/// failing (each call in flight holds a lock file and a connection), and
+/// runs once one ends.
+#[test]
+fn calls_past_the_in_flight_limit_wait_their_turn() {
+    let dev = DevProvider::start();
+    let remote = Remote::start_with("60s", &[("CLAWRUN_MAX_CALLS_IN_FLIGHT", "1")]);
+    remote.wire(&dev);
+    dev.fault(json!({"delay_ms": 1500, "times": 1}));
+    let first = start_run(&remote);
+    wait_for_request(&dev);
+    let second = start_run(&remote);
+    // The second run has started and called well before the first reply
+    // comes back; its request must not reach the provider meanwhile.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        dev.requests().len(),
+        1,
+        "a second call was sent past the limit"
+    );
+    for client in [first, second] {
+        let out = client.wait_with_output().expect("client ends");
+        assert!(
+            out.status.success(),
+            "a run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(dev.requests().len(), 2);
+    let outcomes: Vec<String> = remote
+        .env
+        .db()
+        .prepare("SELECT outcome FROM usage_records")
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(outcomes, ["ok", "ok"]);
+}
+
+/// A limit that is not a positive whole number stops `serve` with an error
+/// naming the variable.
+#[test]
+fn a_bad_in_flight_limit_is_refused_by_name() {
+    let env = Env::new();
+    env.ok(&["orgs", "create", "acme"]);
+    let out = env
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .env("CLAWRUN_MAX_CALLS_IN_FLIGHT", "lots")
+        .output()
+        .expect("serve runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CLAWRUN_MAX_CALLS_IN_FLIGHT"), "{stderr}");
 }
 
 /// SIGTERM stops new connections and lets a running claw finish: its answer

@@ -371,10 +371,16 @@ impl Env {
     /// Starts `clawrun serve` on an ephemeral loopback port with `extra`
     /// arguments, and reads the addresses it prints.
     pub fn serve(&self, extra: &[&str]) -> Serve {
+        self.serve_with(extra, &[])
+    }
+
+    /// As [`Env::serve`], with `extra_env` set for the server.
+    pub fn serve_with(&self, extra: &[&str], extra_env: &[(&str, &str)]) -> Serve {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
         let mut child = self
             .command(&args)
+            .envs(extra_env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -26,6 +26,11 @@ use output::Table;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // Each call in flight holds a lock file and a connection; distributions
+    // often set a soft limit of 1,024 under a far higher hard one.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::debug!(error = %e, "cannot raise the open-file limit");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

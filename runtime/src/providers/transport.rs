@@ -48,6 +48,18 @@ pub struct ProviderOptions {
     /// Wait before the first retry; doubled for each further one, each
     /// wait drawn at random between half and all of it.
     pub backoff: Duration,
+    /// Calls of this process past their budget check at once: the rest
+    /// wait their turn holding nothing. Each such call holds its key's lock
+    /// file and a connection, so the default is a quarter of the process's
+    /// open-file limit, which leaves the rest to the API's clients and the
+    /// database.
+    pub max_calls_in_flight: usize,
+}
+
+/// A quarter of the soft limit on open files (at least 64).
+fn default_calls_in_flight() -> usize {
+    let files = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    usize::try_from(files / 4).unwrap_or(usize::MAX).max(64)
 }
 
 impl Default for ProviderOptions {
@@ -59,6 +71,7 @@ impl Default for ProviderOptions {
             max_attempts: 4,
             max_response_bytes: MAX_RESPONSE_BYTES,
             backoff: Duration::from_millis(250),
+            max_calls_in_flight: default_calls_in_flight(),
         }
     }
 }
@@ -76,7 +89,8 @@ pub struct OptionError {
 impl ProviderOptions {
     /// The defaults, overridden by `CLAWRUN_CONNECT_TIMEOUT_SECS`,
     /// `CLAWRUN_READ_TIMEOUT_SECS`, `CLAWRUN_CALL_DEADLINE_SECS`,
-    /// `CLAWRUN_MAX_ATTEMPTS` and `CLAWRUN_MAX_RESPONSE_BYTES` when set.
+    /// `CLAWRUN_MAX_ATTEMPTS`, `CLAWRUN_MAX_RESPONSE_BYTES` and
+    /// `CLAWRUN_MAX_CALLS_IN_FLIGHT` when set.
     ///
     /// # Errors
     ///
@@ -114,6 +128,9 @@ impl ProviderOptions {
         }
         if let Some(n) = read("CLAWRUN_MAX_RESPONSE_BYTES")? {
             options.max_response_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = read("CLAWRUN_MAX_CALLS_IN_FLIGHT")? {
+            options.max_calls_in_flight = usize::try_from(n).unwrap_or(usize::MAX);
         }
         Ok(options)
     }

@@ -117,11 +117,15 @@ pub struct LlmService {
     pub(super) watch: RevocationWatch,
     pub(super) prices: metering::PriceTable,
     pub(super) options: ProviderOptions,
+    /// Turns to be past the budget check ([`ProviderOptions::max_calls_in_flight`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// A call that passed every check, ready to go to the provider.
 pub(super) struct Ready {
     pub target: CallTarget,
+    /// The call's turn among those in flight; held to its end.
+    pub turn: tokio::sync::OwnedSemaphorePermit,
     /// Held until the provider request has ended (see [`revocation`]).
     pub fence: Option<std::fs::File>,
     pub endpoint: Endpoint,
@@ -142,6 +146,7 @@ impl LlmService {
         prices: metering::PriceTable,
     ) -> Self {
         let watch = RevocationWatch::new(db.clone());
+        let options = ProviderOptions::default();
         Self {
             db,
             master,
@@ -149,7 +154,8 @@ impl LlmService {
             locks,
             watch,
             prices,
-            options: ProviderOptions::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(options.max_calls_in_flight)),
+            options,
         }
     }
 
@@ -157,6 +163,7 @@ impl LlmService {
     /// The HTTP client given to [`LlmService::new`] should come from
     /// [`ProviderOptions::client`] of the same options.
     pub fn with_provider_options(mut self, options: ProviderOptions) -> Self {
+        self.in_flight = Arc::new(tokio::sync::Semaphore::new(options.max_calls_in_flight));
         self.options = options;
         self
     }
@@ -221,6 +228,7 @@ impl LlmService {
         let span = tracing::Span::current();
         let Ready {
             target,
+            turn: _turn,
             fence,
             endpoint,
             chat,
@@ -286,15 +294,25 @@ impl LlmService {
         result.map_err(CallError::from_provider)
     }
 
-    /// Everything before the provider request: the assignment and key state
-    /// (under the key's fence), the leak guard, decryption, and admission
-    /// with its reservation. Refusals are audited here.
+    /// Everything before the provider request: the call's turn, the
+    /// assignment and key state (under the key's fence), the leak guard,
+    /// decryption, and admission with its reservation. Refusals are
+    /// audited here.
     pub(super) async fn ready(
         &self,
         run: &RunContext,
         request: GuestRequest,
     ) -> Result<Ready, CallError> {
         let span = tracing::Span::current();
+        // First, before the call takes a file, a connection or a
+        // reservation: past the limit a host queues its calls instead of
+        // failing them for want of file descriptors.
+        let turn = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| CallError::Unavailable("the host is shutting down".into()))?;
         let (target, fence) = self.resolve_fenced(run).await?;
         span.record("key_id", target.key.id.as_str());
         span.record("gen_ai.request.model", target.model.as_str());
@@ -352,6 +370,7 @@ impl LlmService {
         super::waits::admission(admitting.elapsed());
         Ok(Ready {
             target,
+            turn,
             fence,
             endpoint,
             chat,

@@ -116,6 +116,7 @@ impl LlmService {
         let ready = self.ready(run, request).instrument(span.clone()).await?;
         let Ready {
             target,
+            turn,
             fence,
             endpoint,
             chat,
@@ -164,6 +165,7 @@ impl LlmService {
             drive(Drive {
                 driver,
                 secret,
+                turn,
                 fence,
                 revoked,
                 stopped,
@@ -376,6 +378,8 @@ struct ToolFieldScrubbers {
 struct Drive<R> {
     driver: Driver,
     secret: ProviderSecret,
+    /// The call's turn among those in flight, until the stream has ended.
+    turn: tokio::sync::OwnedSemaphorePermit,
     fence: Option<std::fs::File>,
     revoked: std::pin::Pin<Box<R>>,
     stopped: oneshot::Receiver<()>,
@@ -387,6 +391,7 @@ async fn drive<R: Future<Output = ()>>(d: Drive<R>) {
     let Drive {
         mut driver,
         secret,
+        turn: _turn,
         fence,
         mut revoked,
         mut stopped,

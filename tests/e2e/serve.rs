@@ -236,15 +236,7 @@ fn calls_past_the_in_flight_limit_wait_their_turn() {
         );
     }
     assert_eq!(dev.requests().len(), 2);
-    let outcomes: Vec<String> = remote
-        .env
-        .db()
-        .prepare("SELECT outcome FROM usage_records")
-        .expect("query")
-        .query_map([], |r| r.get(0))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let outcomes = outcomes(&remote.env);
     assert_eq!(outcomes, ["ok", "ok"]);
 }
 
@@ -284,15 +276,7 @@ fn sigterm_lets_a_running_claw_finish() {
     let mut serve = remote.serve;
     let status = wait_exit(&mut serve.child, Duration::from_secs(30));
     assert!(status.success());
-    let outcomes: Vec<String> = remote
-        .env
-        .db()
-        .prepare("SELECT outcome FROM usage_records")
-        .expect("query")
-        .query_map([], |r| r.get(0))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let outcomes = outcomes(&remote.env);
     assert_eq!(outcomes, ["ok"]);
 }
 
@@ -395,6 +379,17 @@ fn org_with_server_is_refused() {
         stderr.contains("the token in CLAWRUN_TOKEN decides"),
         "{stderr}"
     );
+}
+
+/// The outcome of every usage record, oldest first.
+fn outcomes(env: &Env) -> Vec<String> {
+    env.db()
+        .prepare("SELECT outcome FROM usage_records ORDER BY id")
+        .expect("query")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows")
 }
 
 fn start_run(remote: &Remote) -> std::process::Child {

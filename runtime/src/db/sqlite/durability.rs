@@ -60,6 +60,7 @@ pub(super) struct Durability {
     synced: watch::Sender<Synced>,
     /// Set after this thread's checkpoint: the writer finishes it.
     restart_due: AtomicBool,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Durability {
@@ -74,19 +75,25 @@ impl Durability {
             wake: Condvar::new(),
             synced: watch::Sender::new(Synced::default()),
             restart_due: AtomicBool::new(false),
+            thread: Mutex::new(None),
         });
         let thread = this.clone();
         let spawned = std::thread::Builder::new()
             .name("clawrun-sync".into())
             .spawn(move || thread.run());
-        if let Err(e) = spawned {
-            // Without the thread nothing would ever be reported durable;
-            // say so on every wait instead of hanging.
-            tracing::error!(error = %e, "cannot start the sync thread");
-            this.synced.send_replace(Synced {
-                seq: 0,
-                error: Some(format!("cannot start the sync thread: {e}")),
-            });
+        match spawned {
+            Ok(handle) => {
+                *this.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+            }
+            Err(e) => {
+                // Without the thread nothing would ever be reported durable;
+                // say so on every wait instead of hanging.
+                tracing::error!(error = %e, "cannot start the sync thread");
+                this.synced.send_replace(Synced {
+                    seq: 0,
+                    error: Some(format!("cannot start the sync thread: {e}")),
+                });
+            }
         }
         this
     }
@@ -131,10 +138,17 @@ impl Durability {
         self.restart_due.swap(false, Ordering::AcqRel)
     }
 
-    /// Stops the thread once every commit it was told of is on disk.
+    /// Stops the thread once every commit it was told of is on disk, and
+    /// waits for it to have done so.
     pub(super) fn stop(&self) {
         self.progress().stop = true;
         self.wake.notify_one();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the sync thread panicked");
+        }
     }
 
     fn run(&self) {
@@ -166,6 +180,11 @@ impl Durability {
                 Err(e) => {
                     tracing::error!(error = %e, "cannot sync the database to disk");
                     self.synced.send_modify(|s| s.error = Some(e.to_string()));
+                    if self.progress().stop {
+                        // Stopping: the waiters have their error, and
+                        // nothing would retry after this thread.
+                        return;
+                    }
                     // Retry later rather than spin on a failing disk.
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }

@@ -43,10 +43,23 @@ use crate::metering::budgets::{Admission, Refusal};
 /// Most operations committed in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Tries of a batch while another process holds the write lock, each
+/// waiting up to [`BUSY_TIMEOUT`]; then its operations fail.
+const BUSY_ATTEMPTS: usize = 3;
+
+fn is_busy(e: &DbError) -> bool {
+    matches!(e, DbError::Sqlite(e) if matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    ))
+}
+
 /// The handle of a process's writer thread: its queue, the runs that lost
 /// a record, and the sync thread behind it.
 pub(super) struct Writer {
-    queue: mpsc::Sender<Op>,
+    /// Taken on drop: the thread then commits what is queued and ends.
+    queue: Option<mpsc::Sender<Op>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     /// Operations sent and not yet answered: zero when the writer is idle.
     outstanding: Arc<AtomicUsize>,
     conn: Weak<Mutex<Connection>>,
@@ -69,7 +82,7 @@ impl Writer {
         let failed_runs = Arc::new(Mutex::new(HashSet::new()));
         let outstanding = Arc::new(AtomicUsize::new(0));
         let thread = Thread {
-            conn: Arc::downgrade(conn),
+            conn: conn.clone(),
             queue: rx,
             outstanding: outstanding.clone(),
             failed_runs: failed_runs.clone(),
@@ -78,11 +91,12 @@ impl Writer {
         let spawned = std::thread::Builder::new()
             .name("clawrun-writer".into())
             .spawn(move || thread.run());
-        if let Err(e) = spawned {
+        if let Err(e) = &spawned {
             tracing::error!(error = %e, "cannot start the ledger writer");
         }
         Arc::new(Self {
-            queue,
+            queue: Some(queue),
+            thread: spawned.ok(),
             outstanding,
             conn: Arc::downgrade(conn),
             failed_runs,
@@ -95,7 +109,11 @@ impl Writer {
         // Counted before it is sent: an admission that finds the count at
         // zero knows nothing is queued ahead of it.
         self.outstanding.fetch_add(1, Ordering::SeqCst);
-        self.queue.send(op).map_err(|_| {
+        let Some(queue) = &self.queue else {
+            self.outstanding.fetch_sub(1, Ordering::SeqCst);
+            return Err(writer_stopped());
+        };
+        queue.send(op).map_err(|_| {
             self.outstanding.fetch_sub(1, Ordering::SeqCst);
             writer_stopped()
         })
@@ -211,7 +229,16 @@ impl Writer {
 }
 
 impl Drop for Writer {
+    /// Commits everything still queued and puts it on disk before the
+    /// database goes: records queued by calls that returned (or were cut by
+    /// Ctrl-C) are not lost with the process.
     fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the ledger writer panicked");
+        }
         if let Some(d) = &self.durability {
             d.stop();
         }
@@ -325,7 +352,8 @@ fn apply(conn: &mut Connection, ops: &[Op]) -> Result<Vec<Decision>, DbError> {
 
 /// What the writer thread owns.
 struct Thread {
-    conn: Weak<Mutex<Connection>>,
+    /// Kept until the queue is drained, even once the database is dropped.
+    conn: Arc<Mutex<Connection>>,
     queue: mpsc::Receiver<Op>,
     outstanding: Arc<AtomicUsize>,
     failed_runs: Arc<Mutex<HashSet<String>>>,
@@ -340,7 +368,7 @@ impl Thread {
     /// record fails only itself.
     fn run(self) {
         let Self {
-            conn: weak,
+            conn,
             queue,
             outstanding,
             failed_runs,
@@ -355,15 +383,34 @@ impl Thread {
                     Err(_) => break,
                 }
             }
-            let Some(conn) = weak.upgrade() else { return };
             let writes = batch.iter().any(|op| !matches!(op, Op::Mark(_)));
             let results: Vec<Result<Decision, String>> = if !writes {
                 batch.iter().map(|_| Ok(None)).collect()
             } else {
                 // Bound first: the guard must be gone before the retries lock.
-                let applied = apply(&mut lock(&conn), &batch);
+                let mut applied = apply(&mut lock(&conn), &batch);
+                // Another process held the write lock past the busy
+                // timeout: the batch is fine, so it is retried whole (each
+                // of its operations alone would wait as long again).
+                for _ in 1..BUSY_ATTEMPTS {
+                    if !applied.as_ref().is_err_and(is_busy) {
+                        break;
+                    }
+                    tracing::warn!(
+                        "the database stayed locked by another process; retrying the ledger's batch"
+                    );
+                    applied = apply(&mut lock(&conn), &batch);
+                }
                 match applied {
                     Ok(decisions) => decisions.into_iter().map(Ok).collect(),
+                    Err(e) if is_busy(&e) => batch
+                        .iter()
+                        .map(|_| {
+                            Err(format!(
+                                "the database stayed locked by another process: {e}"
+                            ))
+                        })
+                        .collect(),
                     Err(_) => batch
                         .iter()
                         .map(|op| {
@@ -374,7 +421,6 @@ impl Thread {
                         .collect(),
                 }
             };
-            drop(conn);
             let seq = match &durability {
                 Some(d) if writes => d.committed(),
                 Some(d) => d.latest(),
@@ -410,7 +456,7 @@ impl Thread {
             if let Some(d) = &durability
                 && d.take_restart_due()
             {
-                finish_checkpoint(&weak);
+                finish_checkpoint(&conn);
             }
         }
     }
@@ -422,9 +468,8 @@ impl Thread {
 /// meanwhile (the connection is held), so unless a reader still uses the
 /// WAL the next write transaction finds it wholly copied and starts it over
 /// (`super::durability`).
-fn finish_checkpoint(conn: &Weak<Mutex<Connection>>) {
-    let Some(conn) = conn.upgrade() else { return };
-    let done = lock(&conn).query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
+fn finish_checkpoint(conn: &Mutex<Connection>) {
+    let done = lock(conn).query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
     if let Err(e) = done {
         tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries");
     }

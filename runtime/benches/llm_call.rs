@@ -544,21 +544,11 @@ fn main() {
     let seconds = if quick { 0.05 } else { 5.0 };
     for rate in [100.0, 1_000.0] {
         let count = ((rate * seconds) as usize).max(5);
-        println!(
-            "open loop at {rate}/s, {count} requests each, after 1 s unmeasured at that rate:"
-        );
-        // Each kind first runs a second at the rate, unmeasured, so the
-        // figures are the steady state: connection pools, caches and the
-        // scheduler settle at a new rate within the first few hundred
-        // calls.
-        let warm = ((rate * if quick { 0.01 } else { 1.0 }) as usize).max(2);
-        bench.direct(rate, warm);
+        println!("open loop at {rate}/s, {count} requests each:");
         let direct = bench.direct(rate, count);
         phase_line("direct (reqwest)", &direct);
-        bench.host_call(rate, warm);
         let host = bench.host_call(rate, count);
         phase_line("llm-call (host)", &host);
-        bench.cage_run(rate, warm);
         let run = bench.cage_run(rate, count);
         phase_line("hello run (cage)", &run);
         println!(

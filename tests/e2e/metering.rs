@@ -39,6 +39,23 @@ fn a_usage_record_survives_sigkill_straight_after_the_call() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The first call's record is queued as the call returns and committed
+    // by the ledger's writer a moment later; once another process can see
+    // it, nothing the host's death does takes it back.
+    while env
+        .db()
+        .query_row("SELECT COUNT(*) FROM usage_records", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .expect("counts")
+        < 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first record was never committed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     host.kill().expect("SIGKILL");
     host.wait().expect("reaped");
 
